@@ -1,0 +1,1 @@
+"""Stateful tool environment for tool-use evaluation."""
