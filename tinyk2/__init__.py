@@ -1,0 +1,1 @@
+"""Tiny Kimi-K2-architecture model trained on a synthetic corpus."""
