@@ -1,0 +1,134 @@
+"""Backend `hf`: in-process transformers on CPU or GPU, BF16 or compressed-tensors checkpoints.
+
+Compressed checkpoints are decompressed by transformers on load; with `dtype="float32"` every
+parameter is upcast by hand (exact: bf16 and dequantized weights are representable in fp32),
+because `.float()` is refused on a quantized model and dequantized experts would otherwise stay
+bf16 and run about 2x slower on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.backends.base import Window, WindowScores
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self, model_dir: Path, *, dtype: str = "float32", device: str = "cpu", threads: int | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_dir, self.dtype, self.device, self.batch_size = Path(model_dir), dtype, device, batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=DTYPES[dtype])
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.data = parameter.data.to(DTYPES[dtype])
+        self.model = model.to(device).eval()
+        self._routers = {
+            index: layer.mlp.gate for index, layer in enumerate(self.model.model.layers) if hasattr(layer.mlp, "gate")
+        }
+
+    # -- token handling -------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=add_bos)["input_ids"]
+
+    def render_chat(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools or None, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name, "model": str(self.model_dir), "device": self.device, "dtype": self.dtype,
+            "threads": torch.get_num_threads(), "batch_size": self.batch_size, "cpu_count": os.cpu_count(),
+        }
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _padded(self, sequences: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros(len(sequences), width, dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, span] = torch.tensor(seq)
+            mask[row, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.no_grad()
+    def score_windows(self, windows: list[Window], top_k: int | None) -> list[WindowScores]:
+        out: list[WindowScores] = []
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [
+            router.register_forward_hook(lambda _m, _i, o, index=index: captured.__setitem__(index, o[2]))
+            for index, router in self._routers.items()
+        ]
+        try:
+            for start in range(0, len(windows), self.batch_size):
+                chunk = windows[start : start + self.batch_size]
+                ids, mask = self._padded([w.tokens for w in chunk], left=False)  # [B, T]
+                logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+                batch, width = ids.shape
+                routing = {i: t.view(batch, width, -1) for i, t in captured.items()}  # [B, T, top_k]
+                for row, window in enumerate(chunk):
+                    end = len(window.tokens)
+                    positions = slice(end - window.scored - 1, end - 1)  # predictions of the scored tokens
+                    row_logprobs = logprobs[row, positions]  # [S, V]
+                    targets = ids[row, end - window.scored : end]  # [S]
+                    if top_k is None:
+                        top_values, top_ids = row_logprobs, torch.arange(row_logprobs.shape[-1]).expand_as(row_logprobs)
+                    else:
+                        top_values, top_ids = row_logprobs.topk(top_k, dim=-1)
+                    out.append(WindowScores(
+                        target_logprobs=row_logprobs.gather(-1, targets[:, None])[:, 0].cpu(),
+                        top_ids=top_ids.cpu(),
+                        top_logprobs=top_values.cpu(),
+                        routing={i: r[row, end - window.scored : end].sort(-1).values.cpu() for i, r in routing.items()},
+                    ))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return out
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool]] = []
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            ids, mask = self._padded([ctx + cont for ctx, cont in chunk], left=False)
+            logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+            for row, (context, continuation) in enumerate(chunk):
+                positions = slice(len(context) - 1, len(context) + len(continuation) - 1)
+                row_logprobs = logprobs[row, positions]  # [C, V]
+                target = torch.tensor(continuation, device=row_logprobs.device)
+                score = row_logprobs.gather(-1, target[:, None]).sum().item()
+                results.append((score, bool((row_logprobs.argmax(-1) == target).all())))
+        return results
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
+        stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in stop if s in self.tokenizer.get_vocab()]
+        stop_ids = stop_ids or [self.tokenizer.eos_token_id]
+        texts: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start : start + self.batch_size]
+            ids, mask = self._padded(chunk, left=True)
+            generated = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=stop_ids, pad_token_id=self.tokenizer.pad_token_id,
+            )
+            for row in generated[:, ids.shape[1] :]:
+                text = self.tokenizer.decode(row, skip_special_tokens=False).replace(self.tokenizer.pad_token, "")
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                texts.append(text[:cut] if cut >= 0 else text)
+        return texts

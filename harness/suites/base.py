@@ -1,0 +1,68 @@
+"""Suites: a typed config, a measurement of one model, and a comparison against the baseline.
+
+A suite kind registers itself explicitly (`register_suite`) with its pydantic config class
+(extra="forbid", a `version`) and two functions:
+  measure(config, backend, out_dir) -> Measurement   # one model; per-sample rows + metrics
+  compare(config, variant, baseline) -> list[Metric] # the variant against the baseline on the same inputs
+The baseline is measured once (cached under a key of its manifest and the suite's resolved config)
+and its Measurement, including artifacts under its out_dir, is what `compare` reads.
+
+A kind whose variant measurement needs the baseline's artifacts in hand also sets
+  measure_against(config, backend, out_dir, baseline) -> Measurement
+(perplexity: the variant's log-probabilities are gathered at the baseline's top-k token ids, as
+llama.cpp's `--kl-divergence` reads its base file); the runner uses it for variants when set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.backends.base import Backend
+from harness.metrics import Metric
+
+
+class SuiteConfig(BaseModel):
+    """Common fields; each kind subclasses it. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    kind: str
+    version: int
+
+
+@dataclass
+class Measurement:
+    metrics: list[Metric]
+    samples: list[dict[str, Any]]  # one JSON-serialisable row per sample (written as samples.jsonl)
+    out_dir: Path  # where the suite wrote its artifacts (e.g. cached distributions)
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable details for summary.json
+
+
+@dataclass(frozen=True)
+class SuiteKind:
+    kind: str
+    config_class: type[SuiteConfig]
+    measure: Callable[[SuiteConfig, Backend, Path], Measurement]
+    compare: Callable[[SuiteConfig, Measurement, Measurement], list[Metric]]
+    measure_against: Callable[[SuiteConfig, Backend, Path, Measurement], Measurement] | None = None
+
+
+SUITE_KINDS: dict[str, SuiteKind] = {}
+
+
+def register_suite(kind: SuiteKind) -> SuiteKind:
+    if kind.kind in SUITE_KINDS:
+        raise ValueError(f"suite kind {kind.kind!r} registered twice")
+    SUITE_KINDS[kind.kind] = kind
+    return kind
+
+
+def suite_kind(kind: str) -> SuiteKind:
+    if kind not in SUITE_KINDS:
+        raise KeyError(f"unknown suite kind {kind!r}; known: {', '.join(sorted(SUITE_KINDS))}")
+    return SUITE_KINDS[kind]
