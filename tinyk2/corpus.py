@@ -28,6 +28,8 @@ TRAIN_PROSE = 6000
 HELDOUT_PROSE = 200
 FACT_PARAPHRASE_REPEATS = 5  # documents stating each paraphrase of each fact
 QA_REPEATS = 4  # copies of each trained fact's QA document
+ANNEAL_FACT_REPEATS = 6  # fact paragraphs (fresh draws) per paraphrase in the annealing set
+ANNEAL_QA_REPEATS = 3
 TRAIN_ARITH = 4000
 TRAIN_CHATS = 3000
 HELDOUT_SCENARIOS = 60
@@ -38,6 +40,7 @@ SCENARIO_EXTRA_STEPS = 2  # max_steps = reference assistant turns + this
 class Corpus:
     train_text: list[str]  # prose, fact paragraphs, fact QA and arithmetic QA documents
     train_chats: list[dict]  # {"tools": [OpenAI tool schema], "messages": [OpenAI chat message]}
+    anneal_text: list[str]  # fresh fact paragraphs and trained-fact QA for the final annealing phase
     heldout_text: list[str]  # prose paragraphs for perplexity
     heldout_mcq: list[dict]  # {"id", "question", "choices": [4 str], "answer": int}
     heldout_arith: list[dict]  # {"id", "question", "answer": str}
@@ -147,10 +150,13 @@ def build_corpus(seed: int = 0, scale: float = 1.0) -> Corpus:
     ]
     train_text = prose + fact_docs + qa_docs + arith_docs
     _stream(seed, "mix-train").shuffle(train_text)
+    anneal_text = fact_paragraphs(world, _stream(seed, "facts-anneal"), _scaled(ANNEAL_FACT_REPEATS, scale))
+    anneal_text += [qa_document(fact) for fact in qa_facts for _ in range(_scaled(ANNEAL_QA_REPEATS, scale))]
     openings = [s["messages"][0]["content"] for s in scenarios]
     return Corpus(
         train_text=train_text,
         train_chats=_train_chats(world, qa_facts, excluded, openings, _scaled(TRAIN_CHATS, scale), seed),
+        anneal_text=anneal_text,
         heldout_text=heldout_text,
         heldout_mcq=heldout_mcq(world, mcq_facts, seed),
         heldout_arith=heldout_arith(held_triples),
@@ -160,4 +166,5 @@ def build_corpus(seed: int = 0, scale: float = 1.0) -> Corpus:
 
 def training_documents(corpus: Corpus) -> list[str]:
     """Every training document as plain text; chats as `json.dumps(chat, sort_keys=True)`."""
-    return corpus.train_text + [json.dumps(chat, sort_keys=True) for chat in corpus.train_chats]
+    chats = [json.dumps(chat, sort_keys=True) for chat in corpus.train_chats]
+    return corpus.train_text + corpus.anneal_text + chats

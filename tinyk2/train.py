@@ -3,8 +3,10 @@
     python -m tinyk2.train --out models/kimi-k2-tiny
 
 Steps: build the synthetic corpus, train the byte-level BPE on the training documents only, pack
-documents into fixed windows, train DeepseekV3ForCausalLM with AdamW and a cosine schedule, and
-balance expert load the aux-loss-free way (DeepSeek-V3: after every step each router's
+documents into fixed windows, train DeepseekV3ForCausalLM with AdamW and a cosine schedule, then
+anneal for `--anneal-steps` at a low, linearly decaying learning rate on a mix that is half fresh
+fact paragraphs and trained-fact QA, half the main mix (so that facts are memorised without
+forgetting the rest; held-out questions never appear), and balance expert load the aux-loss-free way (DeepSeek-V3: after every step each router's
 `e_score_correction_bias` moves by `bias_update_speed` towards under-loaded experts). A checkpoint
 of model, optimiser and step is written atomically every `--checkpoint-every` steps under
 `--work-dir`; a rerun resumes from it and gives the same weights as an uninterrupted run.
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--anneal-steps", type=int, default=300)
+    parser.add_argument("--anneal-lr", type=float, default=5e-4)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--bias-update-speed", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
@@ -101,6 +105,9 @@ class PackedStream:
 
 
 def learning_rate(step: int, args: argparse.Namespace) -> float:
+    if step >= args.steps:  # annealing: linear decay to a tenth
+        progress = (step - args.steps) / max(1, args.anneal_steps)
+        return args.anneal_lr * (1 - 0.9 * progress)
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     progress = (step - args.warmup) / max(1, args.steps - args.warmup)
@@ -163,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = train_tokenizer(rendered_texts(corpus), VOCAB_SIZE)
     docs = training_documents(corpus, tokenizer)
     stream = PackedStream(docs, args.seq_len, args.seed)
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    anneal_docs = [tokenizer(text)["input_ids"] + [eos] for text in corpus.anneal_text]
+    anneal_tokens = sum(len(d) for d in anneal_docs)
+    replay = random.Random(f"{args.seed}:replay").sample(docs, len(docs))
+    replay_docs, replayed = [], 0
+    for doc in replay:  # as many main-mix tokens as annealing tokens
+        if replayed >= anneal_tokens:
+            break
+        replay_docs.append(doc)
+        replayed += len(doc)
+    anneal_stream = PackedStream(anneal_docs + replay_docs, args.seq_len, args.seed + 1)
     n_tokens = sum(len(d) for d in docs)
     print(f"corpus: {len(docs)} documents, {n_tokens} tokens; prepared in {time.time() - started:.1f}s", flush=True)
 
@@ -185,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
 
     model.train()
     window_started, window_tokens = time.time(), 0
-    while step < args.steps:
+    total_steps = args.steps + args.anneal_steps
+    while step < total_steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
-        batch = stream.batch(step, args.batch_size)  # [B, T]
+        if step < args.steps:
+            batch = stream.batch(step, args.batch_size)  # [B, T]
+        else:
+            batch = anneal_stream.batch(step - args.steps, args.batch_size)  # [B, T]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -197,15 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         imbalance = load.rebalance(args.bias_update_speed)
         step += 1
         window_tokens += batch.numel()
-        if step % 10 == 0 or step == args.steps:
+        if step % 10 == 0 or step == total_steps:
             rate = window_tokens / (time.time() - window_started)
             print(
-                f"step {step}/{args.steps} loss {loss.item():.4f} lr {learning_rate(step - 1, args):.2e} "
+                f"step {step}/{total_steps} loss {loss.item():.4f} lr {learning_rate(step - 1, args):.2e} "
                 f"max/mean expert load {imbalance:.2f} {rate:.0f} tok/s",
                 flush=True,
             )
             window_started, window_tokens = time.time(), 0
-        if step % args.checkpoint_every == 0 or step == args.steps:
+        if step % args.checkpoint_every == 0 or step in (args.steps, total_steps):
             args.work_dir.mkdir(parents=True, exist_ok=True)
             payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
             payload["rng"] = torch.get_rng_state()
