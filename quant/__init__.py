@@ -1,0 +1,1 @@
+"""Make compressed-tensors checkpoint variants of a BF16 MoE checkpoint."""

@@ -1,0 +1,54 @@
+"""`quantgate quantize` and `quantgate inspect`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from quant.build import Outcome, QuantizeRequest, quantize
+from quant.inspect import summarise
+from quant.schemes import get_scheme, scheme_names
+from quant.variants import load_variants
+from quantgate.errors import InputError
+
+
+def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="BF16 source checkpoint directory")
+    parser.add_argument("--scheme", help=f"registered scheme: {', '.join(scheme_names())}")
+    parser.add_argument("--out", type=Path, help="output directory (default: beside the model, named)")
+    parser.add_argument("--variants", type=Path, help="YAML file describing several variants to build")
+    parser.add_argument("--workers", type=int, default=None, help="shards quantized in parallel (processes)")
+
+
+def _report(outcome: Outcome) -> None:
+    bpw = outcome.manifest.bits_per_weight
+    verb = "reused" if outcome.reused else "wrote"
+    print(f"{verb} {outcome.path} ({outcome.manifest.scheme.name}, {bpw.overall:.2f} bits/weight overall)")
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    if args.variants is not None:
+        if args.model or args.scheme or args.out:
+            raise InputError("--variants: give the model and schemes in the file, not --model/--scheme/--out")
+        variants = load_variants(args.variants)
+        workers = args.workers if args.workers is not None else variants.workers
+        for scheme in variants.schemes():
+            request = QuantizeRequest(
+                variants.model, scheme, output_root=variants.output_root, workers=workers
+            )
+            _report(quantize(request))
+        return 0
+    if args.model is None or args.scheme is None:
+        raise InputError("quantize: give --model and --scheme, or --variants FILE")
+    request = QuantizeRequest(args.model, get_scheme(args.scheme), out=args.out, workers=args.workers or 1)
+    _report(quantize(request))
+    return 0
+
+
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by `quantgate quantize`")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    print(summarise(args.checkpoint))
+    return 0

@@ -1,0 +1,96 @@
+"""`quantgate.json`: how a checkpoint was made, written beside its weights and read back typed.
+
+Downstream code (harness, reports) reads checkpoints through `load_manifest`, never from flags.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from quant.source import sha256_file
+from quantgate.errors import InputError
+
+MANIFEST_NAME = "quantgate.json"
+MANIFEST_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceIdentity(_Strict):
+    name: str  # the source directory's name (informative; identity is the hashes)
+    index_sha256: str
+    shard_sha256: dict[str, str]  # shard file name -> sha256
+
+
+class ResolvedScheme(_Strict):
+    name: str
+    scheme_version: int
+    ignore: list[str]  # resolved patterns
+    quantization_config: dict  # exactly as compressed-tensors serialised it into config.json
+
+
+class OutputFile(_Strict):
+    sha256: str
+    bytes: int
+
+
+class BitsPerWeight(_Strict):
+    quantized: float  # bits stored per original weight element, over quantized modules only
+    overall: float  # bits stored per original element, over every tensor of the checkpoint
+
+
+class Manifest(_Strict):
+    version: Literal[1] = MANIFEST_VERSION
+    quantgate_version: str
+    method: Literal["rtn"]
+    source: SourceIdentity
+    scheme: ResolvedScheme
+    tools: dict[str, str]  # package -> version
+    files: dict[str, OutputFile]  # every other file in the checkpoint directory
+    total_bytes: int  # sum of `files`
+    source_bytes: int  # the source's safetensors shards
+    bits_per_weight: BitsPerWeight
+    quantized_tensors: int
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / MANIFEST_NAME).write_text(manifest.to_json())
+
+
+def load_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST_NAME
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing (not a quantgate checkpoint)") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{path}: field {field!r}: {first['msg']}") from None
+
+
+def is_complete(directory: Path, manifest: Manifest) -> bool:
+    """Every file the manifest lists exists with its recorded size (cheap; no hashing)."""
+    return all(
+        (directory / name).is_file() and (directory / name).stat().st_size == entry.bytes
+        for name, entry in manifest.files.items()
+    )
+
+
+def verify_files(directory: Path, manifest: Manifest) -> list[str]:
+    """Names of files whose sha256 differs from the manifest or that are missing (empty: all verify)."""
+    bad = []
+    for name, entry in sorted(manifest.files.items()):
+        path = directory / name
+        if not path.is_file() or sha256_file(path) != entry.sha256:
+            bad.append(name)
+    return bad

@@ -1,0 +1,228 @@
+"""Quantization schemes: compressed-tensors' own scheme objects plus named MoE ignore patterns.
+
+A `Scheme` is typed data. Its weights/activations are compressed-tensors `QuantizationArgs`
+(usually a compressed-tensors preset), its ignore list is built from the patterns in
+`quantgate.moe`, and its `quantization_config()` is compressed-tensors' `QuantizationConfig`,
+which is what lands in the checkpoint's config.json. Schemes live in an explicit registry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from compressed_tensors.compressors.format import infer_module_format
+from compressed_tensors.config import CompressionFormat
+from compressed_tensors.quantization import (
+    QuantizationArgs,
+    QuantizationConfig,
+    QuantizationScheme,
+    QuantizationStatus,
+    preset_name_to_scheme,
+)
+from pydantic import BaseModel, ConfigDict, field_validator
+from torch.nn import Linear
+
+from quantgate.errors import InputError
+from quantgate.moe import ATTENTION, DENSE_MLP, LM_HEAD, MOE_GROUPS, SHARED_EXPERTS
+
+SCHEME_VERSION = 1
+LINEAR_TARGET = "Linear"  # compressed-tensors' class target: every nn.Linear
+
+# Moonshot's ignore list for Kimi-K2-Thinking, in Moonshot's order: only routed experts are quantized.
+ROUTED_EXPERTS_ONLY_IGNORE: tuple[str, ...] = (LM_HEAD, ATTENTION, SHARED_EXPERTS, DENSE_MLP)
+ALL_LINEAR_BUT_LM_HEAD_IGNORE: tuple[str, ...] = (LM_HEAD,)
+
+
+class Scheme(BaseModel):
+    """One way to quantize a checkpoint: compressed-tensors' scheme, an ignore list and a format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = SCHEME_VERSION
+    name: str
+    quantization: QuantizationScheme  # compressed-tensors' object; targets are module names or "Linear"
+    ignore: tuple[str, ...]  # resolved patterns (compressed-tensors target syntax)
+    format: CompressionFormat
+    # MoE groups (quantgate.moe) this scheme is meant to quantize; None: not declared (user variants)
+    expected_groups: tuple[str, ...] | None = None
+
+    @field_validator("ignore")
+    @classmethod
+    def _patterns_compile(cls, ignore: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in ignore:
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as error:
+                    raise ValueError(f"ignore pattern {pattern!r} is not a valid regex: {error}") from None
+        return ignore
+
+    def quantization_config(self) -> QuantizationConfig:
+        """The compressed-tensors config that goes into config.json (status: compressed)."""
+        group = self.quantization.model_copy(update={"format": self.format.value})
+        return QuantizationConfig(
+            config_groups={"group_0": group},
+            format=self.format.value,
+            quantization_status=QuantizationStatus.COMPRESSED,
+            ignore=list(self.ignore),
+        )
+
+
+def resolve_patterns(names: list[str] | tuple[str, ...], field: str) -> tuple[str, ...]:
+    """MoE group names (quantgate.moe.MOE_GROUPS) become their patterns; other entries are kept as is."""
+    resolved = []
+    for name in names:
+        if name in MOE_GROUPS:
+            resolved.append(MOE_GROUPS[name])
+        elif name.startswith("re:") or "." in name or name == LM_HEAD:
+            resolved.append(name)
+        else:
+            raise InputError(
+                f"{field}: {name!r} is neither a MoE group ({', '.join(MOE_GROUPS)}) "
+                "nor a pattern ('re:REGEX' or an exact module name)"
+            )
+    return tuple(resolved)
+
+
+def make_scheme(
+    name: str,
+    quantization: QuantizationScheme,
+    ignore: tuple[str, ...],
+    format: CompressionFormat | str | None = None,
+    expected_groups: tuple[str, ...] | None = None,
+) -> Scheme:
+    """A Scheme whose format, when not given, is the one compressed-tensors infers for a Linear."""
+    if quantization.weights is None:
+        raise InputError(f"scheme {name!r}: no weight quantization (data-free RTN quantizes weights)")
+    inferred = infer_module_format(Linear, quantization)
+    return Scheme(
+        name=name,
+        quantization=quantization,
+        ignore=ignore,
+        format=CompressionFormat(format) if format is not None else inferred,
+        expected_groups=expected_groups,
+    )
+
+
+def preset(preset_name: str, **weight_overrides: object) -> QuantizationScheme:
+    """A compressed-tensors preset scheme targeting Linear, with weight fields overridden."""
+    scheme = preset_name_to_scheme(preset_name, targets=[LINEAR_TARGET])
+    if weight_overrides:
+        weights = scheme.weights.model_dump() | weight_overrides
+        scheme = scheme.model_copy(update={"weights": QuantizationArgs.model_validate(weights)})
+    return scheme
+
+
+_REGISTRY: dict[str, Callable[[], Scheme]] = {}
+
+
+def register_scheme(name: str) -> Callable[[Callable[[], Scheme]], Callable[[], Scheme]]:
+    def register(build: Callable[[], Scheme]) -> Callable[[], Scheme]:
+        if name in _REGISTRY:
+            raise ValueError(f"scheme {name!r} registered twice")
+        _REGISTRY[name] = build
+        return build
+
+    return register
+
+
+def scheme_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_scheme(name: str) -> Scheme:
+    if name not in _REGISTRY:
+        raise InputError(f"unknown scheme {name!r}; known schemes: {', '.join(scheme_names())}")
+    scheme = _REGISTRY[name]()
+    assert scheme.name == name, f"scheme registered as {name!r} calls itself {scheme.name!r}"
+    return scheme
+
+
+ROUTED = ("routed_experts",)
+EVERY_LINEAR_BUT_LM_HEAD = ("routed_experts", "shared_experts", "attention", "dense_mlp")
+
+
+@register_scheme("kimi-k2-thinking-int4")
+def kimi_k2_thinking_int4() -> Scheme:
+    """Moonshot's Kimi-K2-Thinking release: int4 symmetric, group 32, routed experts only."""
+    weights = QuantizationArgs(
+        num_bits=4, type="int", symmetric=True, strategy="group", group_size=32, dynamic=False,
+        observer="minmax",  # Moonshot's config.json spells the observer out
+    )  # fmt: skip
+    quantization = QuantizationScheme(targets=[LINEAR_TARGET], weights=weights)
+    return make_scheme(
+        "kimi-k2-thinking-int4",
+        quantization,
+        ROUTED_EXPERTS_ONLY_IGNORE,
+        CompressionFormat.pack_quantized,
+        expected_groups=ROUTED,
+    )
+
+
+@register_scheme("w4a16-g128")
+def w4a16_g128() -> Scheme:
+    return make_scheme(
+        "w4a16-g128", preset("W4A16"), ALL_LINEAR_BUT_LM_HEAD_IGNORE, expected_groups=EVERY_LINEAR_BUT_LM_HEAD
+    )
+
+
+@register_scheme("w8a16")
+def w8a16() -> Scheme:
+    """int8 weights, one scale per output channel (the W8A16 preset is group 128; this is per channel)."""
+    quantization = preset("W8A16", strategy="channel", group_size=None)
+    return make_scheme(
+        "w8a16", quantization, ALL_LINEAR_BUT_LM_HEAD_IGNORE, expected_groups=EVERY_LINEAR_BUT_LM_HEAD
+    )
+
+
+@register_scheme("fp8-block")
+def fp8_block() -> Scheme:
+    """DeepSeek-V3's shipping format: fp8 128x128 weight blocks, dynamic per-token-group fp8 activations."""
+    return make_scheme(
+        "fp8-block",
+        preset("FP8_BLOCK"),
+        ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+        CompressionFormat.float_quantized,
+        expected_groups=EVERY_LINEAR_BUT_LM_HEAD,
+    )
+
+
+@register_scheme("w8a8-int8")
+def w8a8_int8() -> Scheme:
+    """int8 per-channel weights, dynamic per-token int8 activations."""
+    return make_scheme(
+        "w8a8-int8",
+        preset("W8A8"),
+        ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+        CompressionFormat.int_quantized,
+        expected_groups=EVERY_LINEAR_BUT_LM_HEAD,
+    )
+
+
+@register_scheme("nvfp4a16")
+def nvfp4a16() -> Scheme:
+    """fp4 (e2m1) weights, fp8 scales per 16 and a float32 global scale per tensor."""
+    return make_scheme(
+        "nvfp4a16",
+        preset("NVFP4A16"),
+        ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+        CompressionFormat.nvfp4_pack_quantized,
+        expected_groups=EVERY_LINEAR_BUT_LM_HEAD,
+    )
+
+
+@register_scheme("w3a16-g32")
+def w3a16_g32() -> Scheme:
+    """Low-bit stress variant: int3 group 32 on routed experts."""
+    return make_scheme(
+        "w3a16-g32", preset("W3A16", group_size=32), ROUTED_EXPERTS_ONLY_IGNORE, expected_groups=ROUTED
+    )
+
+
+@register_scheme("w2a16-g32")
+def w2a16_g32() -> Scheme:
+    """Low-bit stress variant: int2 group 32 on routed experts."""
+    return make_scheme(
+        "w2a16-g32", preset("W2A16", group_size=32), ROUTED_EXPERTS_ONLY_IGNORE, expected_groups=ROUTED
+    )

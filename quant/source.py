@@ -1,0 +1,130 @@
+"""The BF16 source checkpoint: its index, its shards, and checks that it is whole and unquantized.
+
+Only safetensors headers are read here (memory-mapped `safe_open`); tensor data is read later,
+one tensor at a time, by the shard writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from quantgate.errors import InputError
+
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+# Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
+QUANTIZED_SUFFIXES = (
+    ".weight_packed",
+    ".weight_scale",
+    ".weight_zero_point",
+    ".weight_shape",
+    ".weight_global_scale",
+    ".weight_scale_inv",
+)
+HASH_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shard: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors' spelling, e.g. "BF16"
+
+
+@dataclass(frozen=True)
+class SourceCheckpoint:
+    path: Path
+    config: dict
+    shards: tuple[str, ...]  # file names, sorted
+    tensors: dict[str, TensorInfo]  # by tensor name
+
+    def shard_tensors(self, shard: str) -> list[TensorInfo]:
+        return sorted((t for t in self.tensors.values() if t.shard == shard), key=lambda t: t.name)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+
+
+def _read_header(shard_path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name -> (shape, dtype) from a shard's header; a truncated or corrupt file is an InputError."""
+    size = shard_path.stat().st_size
+    try:
+        with safe_open(shard_path, framework="pt") as handle:
+            infos = {}
+            for name in handle.keys():
+                tensor_slice = handle.get_slice(name)
+                infos[name] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype())
+            end = _data_end(shard_path)
+    except SafetensorError as error:
+        raise InputError(f"{shard_path}: not a readable safetensors file ({error})") from None
+    if end != size:
+        raise InputError(f"{shard_path}: truncated or padded ({size} bytes, header says {end})")
+    return infos
+
+
+def _data_end(shard_path: Path) -> int:
+    """The byte offset where the header says the data ends."""
+    with shard_path.open("rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_len))
+    offsets = [info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"]
+    return 8 + header_len + max(offsets, default=0)
+
+
+def load_source(path: Path) -> SourceCheckpoint:
+    """Open a BF16 checkpoint directory and check it is whole, consistent and not yet quantized."""
+    if not path.is_dir():
+        raise InputError(f"{path}: not a checkpoint directory")
+    config = _read_json(path / CONFIG_NAME)
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
+    index = _read_json(path / INDEX_NAME)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{path / INDEX_NAME}: no weight_map")
+
+    tensors: dict[str, TensorInfo] = {}
+    shards = tuple(sorted(set(weight_map.values())))
+    for shard in shards:
+        shard_path = path / shard
+        if not shard_path.is_file():
+            raise InputError(f"{shard_path}: missing (named in {INDEX_NAME})")
+        header = _read_header(shard_path)
+        indexed = {name for name, owner in weight_map.items() if owner == shard}
+        if missing := sorted(indexed - header.keys()):
+            raise InputError(f"{shard_path}: lacks tensor {missing[0]} that {INDEX_NAME} places there")
+        if extra := sorted(header.keys() - indexed):
+            raise InputError(f"{shard_path}: holds tensor {extra[0]} that {INDEX_NAME} does not place there")
+        for name, (shape, dtype) in header.items():
+            tensors[name] = TensorInfo(name=name, shard=shard, shape=shape, dtype=dtype)
+
+    for name, info in sorted(tensors.items()):
+        if name.endswith(QUANTIZED_SUFFIXES) or info.dtype.startswith(("F8", "I8", "U8", "I32")):
+            raise InputError(f"{path / info.shard}: tensor {name} ({info.dtype}) is already quantized")
+    return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
+
+
+def source_hashes(source: SourceCheckpoint) -> tuple[str, dict[str, str]]:
+    """sha256 of the index and of each shard: the source's identity."""
+    return sha256_file(source.path / INDEX_NAME), {s: sha256_file(source.path / s) for s in source.shards}

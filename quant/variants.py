@@ -1,0 +1,147 @@
+"""Variants file (YAML): several checkpoints of one model, registered schemes or user-defined ones.
+
+version: 1
+model: ../models/kimi-k2-tiny        # relative paths are relative to this file
+output_root: ../out                  # optional; default: beside the model
+workers: 2                           # optional
+variants:
+  - scheme: kimi-k2-thinking-int4    # a registered scheme
+  - name: w4a16-g64-experts          # a user-defined one: a compressed-tensors preset ...
+    preset: W4A16
+    group_size: 64
+    ignore: [lm_head, attention, shared_experts, dense_mlp]   # MoE group names or raw patterns
+  - name: w4-asym-g64                # ... or explicit compressed-tensors QuantizationArgs
+    weights: {num_bits: 4, type: int, symmetric: false, strategy: group, group_size: 64}
+    format: pack-quantized           # optional; default: what compressed-tensors infers
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from compressed_tensors.config import CompressionFormat
+from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError, model_validator
+
+from quant.schemes import LINEAR_TARGET, Scheme, get_scheme, make_scheme, preset, resolve_patterns
+from quantgate.errors import InputError
+
+VARIANTS_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisteredVariant(_Strict):
+    scheme: str
+
+
+class CustomVariant(_Strict):
+    name: str
+    preset: str | None = None  # a compressed-tensors preset name (W4A16, FP8_BLOCK, ...)
+    weights: QuantizationArgs | None = None
+    input_activations: QuantizationArgs | None = None
+    group_size: int | None = None  # overrides the weights' group size
+    targets: list[str] = [LINEAR_TARGET]  # "Linear", MoE group names or raw patterns
+    ignore: list[str] = ["lm_head"]  # MoE group names or raw patterns
+    format: CompressionFormat | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_weights(self) -> CustomVariant:
+        if (self.preset is None) == (self.weights is None):
+            raise ValueError("give exactly one of 'preset' and 'weights'")
+        if self.preset is not None and self.input_activations is not None:
+            raise ValueError("'input_activations' comes from the preset; give 'weights' instead of 'preset'")
+        return self
+
+    def to_scheme(self) -> Scheme:
+        targets = [t if t == LINEAR_TARGET else resolve_patterns([t], "targets")[0] for t in self.targets]
+        if self.preset is not None:
+            try:
+                quantization = preset(self.preset.upper()).model_copy(update={"targets": targets})
+            except KeyError:
+                raise InputError(
+                    f"variant {self.name!r}: unknown compressed-tensors preset {self.preset!r}; "
+                    f"known presets: {', '.join(PRESET_SCHEMES)}"
+                ) from None
+        else:
+            quantization = QuantizationScheme(
+                targets=targets, weights=self.weights, input_activations=self.input_activations
+            )
+        if self.group_size is not None:
+            weights = quantization.weights.model_dump() | {"group_size": self.group_size, "strategy": "group"}
+            quantization = quantization.model_copy(
+                update={"weights": QuantizationArgs.model_validate(weights)}
+            )
+        ignore = resolve_patterns(self.ignore, f"variant {self.name!r} ignore")
+        return make_scheme(self.name, quantization, ignore, self.format)
+
+
+def _variant_kind(value: object) -> str:
+    """A variant naming `scheme` is a registered one; anything else is user-defined."""
+    fields = value if isinstance(value, dict) else vars(value)
+    return "registered" if "scheme" in fields else "custom"
+
+
+Variant = Annotated[
+    Annotated[RegisteredVariant, Tag("registered")] | Annotated[CustomVariant, Tag("custom")],
+    Discriminator(_variant_kind),
+]
+
+
+class VariantsFile(_Strict):
+    version: Literal[1]
+    model: Path
+    output_root: Path | None = None
+    workers: int = 1
+    variants: list[Variant]
+
+    def schemes(self) -> list[Scheme]:
+        return [
+            get_scheme(v.scheme) if isinstance(v, RegisteredVariant) else v.to_scheme() for v in self.variants
+        ]
+
+
+def load_variants(path: Path) -> VariantsFile:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    try:
+        variants = VariantsFile.model_validate(data)
+    except ValidationError as error:
+        raise InputError(f"{path}: {_describe(error)}") from None
+    try:
+        variants.schemes()  # resolve every variant now, so that a bad one names this file
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    base = path.parent
+    return variants.model_copy(
+        update={
+            "model": base / variants.model,
+            "output_root": base / variants.output_root if variants.output_root else None,
+        }
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming the key: unknown keys first, since they are the commonest mistake."""
+    problems = error.errors()
+    unknown = [p for p in problems if p["type"] == "extra_forbidden"]
+    first = (unknown or problems)[0]
+    location = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {location!r}"
+    return f"{location or 'file'}: {first['msg']}"
+
+
+def _is_union_tag(part: object) -> bool:
+    return part in ("registered", "custom")
