@@ -1,0 +1,181 @@
+"""Plan file (YAML): what a nightly makes, measures and gates, typed and versioned.
+
+    version: 1
+    name: kimi-k2-tiny-nightly           # one MLflow experiment per plan name
+    model: ../models/kimi-k2-tiny        # the BF16 baseline; relative to this file
+    variants:
+      - {name: w4a16-g128, scheme: w4a16-g128, method: rtn, group: int4}
+      - {name: w2a16-g32, scheme: w2a16-g32, method: rtn, group: stress, canary: true}
+    suites: [perplexity, latency]
+    gates:
+      - metric: perplexity.perplexity    # <suite>.<metric>, as measured or from the comparison
+        groups: [int4]                   # default: every group
+        min_recovery: 95                 # percent; direction from the Metric
+      - metric: perplexity.kl_mean
+        max_value: 0.05
+      - metric: benchmark.accuracy
+        no_significant_regression: {p_value: benchmark.mcnemar_p, alpha: 0.05}
+
+A canary is a variant that must fail at least one gate: if all its gates pass, the harness has
+lost the sensitivity to catch it and the nightly fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from quantgate.errors import InputError
+
+PLAN_VERSION = 1
+THRESHOLD_KINDS = ("min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanVariant(_Strict):
+    name: str = Field(min_length=1)
+    scheme: str  # a registered scheme name (quant/schemes.py)
+    method: Literal["rtn"]
+    calibration: str | None = None  # calibration set, for methods that use one
+    group: str = Field(min_length=1)
+    canary: bool = False
+    # folder name of its checkpoint, which is what result folders are named after;
+    # default: quant's default output name, "<model folder>-<scheme>-<method>"
+    checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _data_free_methods_take_no_calibration(self) -> PlanVariant:
+        if self.method == "rtn" and self.calibration is not None:
+            raise ValueError(f"variant {self.name!r}: method 'rtn' is data-free; remove 'calibration'")
+        return self
+
+
+class SignificanceThreshold(_Strict):
+    """A regression counts only when it is significant: p < alpha, or an interval of the difference
+    (variant - baseline) that lies wholly on the worse side of zero."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    p_value: str | None = None  # "<suite>.<metric>" holding a p-value (e.g. McNemar's)
+    interval: tuple[str, str] | None = None  # ("<suite>.<low>", "<suite>.<high>") of the difference
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SignificanceThreshold:
+        if (self.p_value is None) == (self.interval is None):
+            raise ValueError("give exactly one of 'p_value' and 'interval'")
+        return self
+
+
+class Gate(_Strict):
+    metric: str  # "<suite>.<metric>"
+    groups: list[str] | None = None  # None: every group
+    min_recovery: float | None = None  # percent
+    max_difference: float | None = Field(default=None, ge=0)  # largest allowed regression, metric units
+    max_value: float | None = None
+    min_value: float | None = None
+    no_significant_regression: SignificanceThreshold | None = None
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> Gate:
+        if "." not in self.metric:
+            raise ValueError(f"gate metric {self.metric!r}: write it as '<suite>.<metric>'")
+        if not self.thresholds():
+            raise ValueError(
+                f"gate on {self.metric!r} has no threshold; give one of {', '.join(THRESHOLD_KINDS)}"
+            )
+        return self
+
+    @property
+    def suite(self) -> str:
+        return self.metric.split(".", 1)[0]
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.split(".", 1)[1]
+
+    def thresholds(self) -> list[tuple[str, float | SignificanceThreshold]]:
+        return [(kind, getattr(self, kind)) for kind in THRESHOLD_KINDS if getattr(self, kind) is not None]
+
+
+class Plan(_Strict):
+    version: Literal[1]
+    name: str = Field(min_length=1)
+    model: Path
+    variants: list[PlanVariant] = Field(min_length=1)
+    suites: list[str] = Field(min_length=1)
+    gates: list[Gate] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        names = [v.name for v in self.variants]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"variant names repeat: {', '.join(duplicates)}")
+        groups = sorted({v.group for v in self.variants})
+        for gate in self.gates:
+            if gate.suite not in self.suites:
+                raise ValueError(
+                    f"gate on {gate.metric!r}: suite {gate.suite!r} is not in suites {self.suites}"
+                )
+            for group in gate.groups or []:
+                if group not in groups:
+                    raise ValueError(f"gate on {gate.metric!r}: unknown group {group!r}; groups: {groups}")
+        return self
+
+    @property
+    def baseline_name(self) -> str:
+        return self.model.name
+
+    def variant(self, name: str) -> PlanVariant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise InputError(
+            f"unknown variant {name!r}; the plan's variants: {', '.join(v.name for v in self.variants)}"
+        )
+
+    def checkpoint_name(self, variant: PlanVariant) -> str:
+        return variant.checkpoint or f"{self.model.name}-{variant.scheme}-{variant.method}"
+
+    def gates_for(self, variant: PlanVariant) -> list[Gate]:
+        return [g for g in self.gates if g.groups is None or variant.group in g.groups]
+
+    def digest(self) -> str:
+        """sha256 of the plan as resolved (canonical JSON); names the plan's version in MLflow."""
+        resolved = self.model_dump(mode="json") | {"model": self.model.name}  # the same on every machine
+        canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as error:
+        raise InputError(f"{path}: {describe(error)}") from None
+    return plan.model_copy(update={"model": (path.parent / plan.model).resolve()})
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming the key: unknown keys first, since they are the commonest mistake."""
+    problems = error.errors()
+    unknown = [p for p in problems if p["type"] == "extra_forbidden"]
+    first = (unknown or problems)[0]
+    location = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {location!r}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message

@@ -1,0 +1,178 @@
+"""A real `mlflow server` on 127.0.0.1 (session-scoped), an embedded sqlite store, and synthetic
+nightlies built from Metric values: a baseline "tiny", a real variant "good" and a canary "bad"."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gates.plan import Plan
+from harness.metrics import Metric
+from tracking.results import SuiteResult
+from tracking.store import TrackingStore
+
+# how long the server may take to answer /health (a few seconds on an idle machine)
+SERVER_START_S = float(os.environ.get("QUANTGATE_TEST_MLFLOW_START_S", "120"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
+    log = open(root / "server.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_S
+    while not healthy(url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+            pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker: a group of its own
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> TrackingStore:
+    state = tmp_path_factory.mktemp("state")
+    return TrackingStore(f"sqlite:///{state / 'mlflow.db'}", state / "mlartifacts")
+
+
+@pytest.fixture(params=["server", "embedded"])
+def store(request: pytest.FixtureRequest) -> TrackingStore:
+    if request.param == "server":
+        return TrackingStore(request.getfixturevalue("mlflow_server"), None)
+    return request.getfixturevalue("embedded_store")
+
+
+@pytest.fixture
+def closed_port_uri() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # bound then released: nothing listens there
+
+
+@pytest.fixture
+def make_plan() -> Callable[..., Plan]:
+    """make_plan(name=None) -> a plan with a unique name (one MLflow experiment per test)."""
+    return _plan
+
+
+def _plan(name: str | None = None) -> Plan:
+    return Plan.model_validate(
+        {
+            "version": 1,
+            "name": name or f"test-{uuid.uuid4().hex[:8]}",
+            "model": "models/tiny",
+            "variants": [
+                {"name": "good", "scheme": "w4a16-g128", "method": "rtn", "group": "int4"},
+                {"name": "bad", "scheme": "w2a16-g32", "method": "rtn", "group": "int4", "canary": True},
+            ],
+            "suites": ["perplexity", "benchmark"],
+            "gates": [{"metric": "perplexity.perplexity", "min_recovery": 95}],
+        }
+    )
+
+
+def _result(
+    folder: Path, checkpoint: str, suite: str, metrics: list[Metric], comparison: list[Metric], role: str
+) -> SuiteResult:
+    folder = folder / checkpoint / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text('{"synthetic": true}\n')
+    (folder / "samples.jsonl").write_text('{"id": 0, "nll": 2.3}\n{"id": 1, "nll": 2.2}\n')
+    return SuiteResult(
+        checkpoint, suite, 1, metrics, comparison, [folder / "summary.json", folder / "samples.jsonl"], role
+    )
+
+
+@pytest.fixture
+def nightly_results(tmp_path: Path) -> Callable[..., list[SuiteResult]]:
+    """nightly_results(good_ppl=10.5, tag="a"): baseline ppl 10 / acc 0.8, good and bad variants."""
+
+    def make(good_ppl: float = 10.5, tag: str = "a") -> list[SuiteResult]:
+        root = tmp_path / f"results-{tag}"
+        out = []
+        for checkpoint, ppl, acc, role in [
+            ("tiny", 10.0, 0.8, "baseline"),
+            ("tiny-w4a16-g128-rtn", good_ppl, 0.79, "variant"),
+            ("tiny-w2a16-g32-rtn", 30.0, 0.5, "variant"),
+        ]:
+            variant = role == "variant"
+            out.append(
+                _result(
+                    root,
+                    checkpoint,
+                    "perplexity",
+                    [Metric("perplexity", ppl, "lower", 0.05, n=500)],
+                    [Metric("kl_mean", 0.02, "lower", 0.001, "nats/token", 500)] if variant else [],
+                    role,
+                )
+            )
+            out.append(
+                _result(
+                    root,
+                    checkpoint,
+                    "benchmark",
+                    [Metric("acc", acc, "higher", 0.02, n=400)],
+                    [
+                        Metric("acc_lost", 7.0, "lower", unit="items", n=400),
+                        Metric("acc_mcnemar_p", 0.4, "none", n=12),
+                        Metric("pass^2", 0.7, "higher", n=12),
+                    ]
+                    if variant
+                    else [],
+                    role,
+                )
+            )
+        return out
+
+    return make

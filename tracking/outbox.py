@@ -1,0 +1,74 @@
+"""Nightly records that could not reach the tracking server, kept on disk until `quantgate sync`.
+
+An entry is a folder `state/outbox/<nightly id>-<plan hash>-<ns>/` holding record.json and copies of
+the artifacts it names. It is written under a dot-name and renamed into place, so an entry is
+either complete or invisible; removal renames it back to a dot-name first, for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from quantgate.errors import InputError
+from tracking.record import NightlyRecord
+from tracking.results import SuiteResult
+
+RECORD_NAME = "record.json"
+
+
+def outbox_dir(state: Path) -> Path:
+    return state / "outbox"
+
+
+def put(record: NightlyRecord, state: Path) -> Path:
+    """Store `record` (and copies of its artifacts) as one outbox entry; returns the entry."""
+    box = outbox_dir(state)
+    box.mkdir(parents=True, exist_ok=True)
+    name = f"{record.nightly_id}-{record.plan_hash[:12]}-{time.time_ns()}"
+    tmp = box / f".{name}.tmp"
+    results = []
+    for index, result in enumerate(record.results):
+        copies = []
+        for path in result.artifacts:
+            if path.is_file():
+                target = tmp / "artifacts" / str(index) / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                copies.append(Path("artifacts") / str(index) / path.name)
+        results.append(SuiteResult(**{**vars(result), "artifacts": copies}))
+    tmp.mkdir(parents=True, exist_ok=True)
+    stored = NightlyRecord(**{**vars(record), "results": results})
+    with open(tmp / RECORD_NAME, "w") as out:
+        json.dump(stored.to_json(), out, indent=2, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(tmp, box / name)
+    return box / name
+
+
+def pending(state: Path) -> list[Path]:
+    box = outbox_dir(state)
+    if not box.is_dir():
+        return []
+    return sorted(p for p in box.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read(entry: Path) -> NightlyRecord:
+    try:
+        record = NightlyRecord.from_json(json.loads((entry / RECORD_NAME).read_text()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"{entry / RECORD_NAME}: unreadable outbox entry ({error})") from None
+    results = [
+        SuiteResult(**{**vars(r), "artifacts": [entry / p for p in r.artifacts]}) for r in record.results
+    ]
+    return NightlyRecord(**{**vars(record), "results": results})
+
+
+def remove(entry: Path) -> None:
+    hidden = entry.with_name(f".{entry.name}.done")
+    os.rename(entry, hidden)
+    shutil.rmtree(hidden)
