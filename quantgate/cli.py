@@ -1,0 +1,100 @@
+"""The `quantgate` command: an explicit registry of subcommands.
+
+Each subcommand module exposes a `Command` (name, help, how to add its arguments, how to run).
+Only commands that work are registered. Input errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from quantgate import __version__
+from quantgate.errors import InputError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def registered_commands() -> list[Command]:
+    """The registry. Imports are local so that `import quantgate` stays lean."""
+    from gates.commands import add_gate_arguments, run_gate
+    from harness.commands import add_eval_arguments, run_eval
+    from quant.commands import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
+    from tracking.commands import add_compare_arguments, add_sync_arguments, run_compare, run_sync
+
+    return [
+        Command(
+            name="quantize",
+            help="Quantize a BF16 checkpoint data-free (RTN) with a registered scheme or a variants file.",
+            add_arguments=add_quantize_arguments,
+            run=run_quantize,
+        ),
+        Command(
+            name="inspect",
+            help="Show a quantized checkpoint's scheme, what is quantized per MoE group, and its size.",
+            add_arguments=add_inspect_arguments,
+            run=run_inspect,
+        ),
+        Command(
+            name="eval",
+            help="Measure checkpoints on suites (perplexity, latency, ...) against a cached BF16 baseline.",
+            add_arguments=add_eval_arguments,
+            run=run_eval,
+        ),
+        Command(
+            name="gate",
+            help="Judge a nightly's results against its plan's gates (exit 0 pass, 1 fail); JUnit, Markdown.",
+            add_arguments=add_gate_arguments,
+            run=run_gate,
+        ),
+        Command(
+            name="compare",
+            help="Variants against the baseline (or any two runs), read back from MLflow, as a table.",
+            add_arguments=add_compare_arguments,
+            run=run_compare,
+        ),
+        Command(
+            name="sync",
+            help="Upload nightlies kept in the outbox (state/outbox/) while MLflow was unreachable.",
+            add_arguments=add_sync_arguments,
+            run=run_sync,
+        ),
+    ]
+
+
+def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quantgate",
+        description="Quantize MoE checkpoints, measure them against BF16, and gate releases on the result.",
+    )
+    parser.add_argument("--version", action="version", version=f"quantgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in commands:
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = registered_commands()
+    parser = build_parser(commands)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {c.name: c for c in commands}[args.command].run(args)
+    except InputError as error:
+        print(f"quantgate: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`quantgate --help` lists exactly the registered commands, and each of them answers --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from quantgate.cli import build_parser, main, registered_commands
+
+
+def test_help_lists_registered_commands_only():
+    text = build_parser(registered_commands()).format_help()
+    listed = {c.name for c in registered_commands()}
+    for name in listed:
+        assert name in text
+    assert len(listed) == len(registered_commands())  # no duplicate names
+
+
+@pytest.mark.parametrize("name", [c.name for c in registered_commands()])
+def test_each_command_answers_help(name, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([name, "--help"])
+    assert stop.value.code == 0
+    assert "usage: quantgate" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    done = subprocess.run([sys.executable, "-m", "quantgate.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("quantgate ")
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert main([]) == 2
