@@ -93,7 +93,9 @@ class HFBackend:
                         target_logprobs=row_logprobs.gather(-1, targets[:, None])[:, 0].cpu(),
                         top_ids=top_ids.cpu(),
                         top_logprobs=top_values.cpu(),
-                        routing={i: r[row, end - window.scored : end].sort(-1).values.cpu() for i, r in routing.items()},
+                        routing={
+                            i: r[row, end - window.scored : end].sort(-1).values.cpu() for i, r in routing.items()
+                        },
                     ))
         finally:
             for hook in hooks:

@@ -1,0 +1,200 @@
+"""`quantgate eval`: measure models on suites, and each against the baseline on the same inputs.
+
+Order: every suite file is loaded and validated before any model; the baseline is loaded only if a
+suite's baseline measurement is not cached yet, then freed; each model is then loaded once (one
+backend shared by all suites), measured on every suite and freed before the next, so that peak
+memory belongs to one model. Results: RESULTS/<model folder name>/<suite name>/.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import results
+from harness.backends.hf import HFBackend
+from harness.cache import BaselineCache, cache_key, checkpoint_identity, cpu_name
+from harness.suites.base import Measurement, SuiteConfig, suite_kind
+from harness.suites.loader import load_suite
+from quantgate.errors import InputError
+
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    models: list[Path]
+    suites: list[str]
+    out: Path
+    cache_dir: Path
+    baseline: Path | None = None
+    threads: int | None = None
+    batch_size: int | None = None  # overrides every suite's batch_size
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    identity: str
+    role: str  # "baseline" or "variant" (measured against the baseline) or "model" (no baseline given)
+    backend: HFBackend | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    def summary_entry(self) -> dict:
+        return {"path": str(self.path), "identity": self.identity, "role": self.role}
+
+
+def _suites(request: EvalRequest) -> list[SuiteConfig]:
+    configs = [load_suite(name) for name in request.suites]
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise InputError(f"--suite: two suites share a name ({', '.join(names)})")
+    if request.batch_size is not None:
+        configs = [
+            c.model_copy(update={"batch_size": request.batch_size})
+            if "batch_size" in type(c).model_fields
+            else c
+            for c in configs
+        ]
+    return configs
+
+
+def _checkpoint(path: Path, role: str) -> Checkpoint:
+    path = path.resolve()
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path}: not a checkpoint directory (no config.json)")
+    return Checkpoint(path, checkpoint_identity(path), role)
+
+
+def _load(checkpoint: Checkpoint, request: EvalRequest, suites: list[SuiteConfig]) -> HFBackend:
+    if checkpoint.backend is None:
+        batch = request.batch_size or max((getattr(s, "batch_size", 0) for s in suites), default=0)
+        start = time.perf_counter()
+        checkpoint.backend = HFBackend(
+            checkpoint.path,
+            dtype=request.dtype,
+            device=request.device,
+            threads=request.threads,
+            batch_size=batch or DEFAULT_BATCH_SIZE,
+        )
+        checkpoint.timings["load_s"] = time.perf_counter() - start
+    return checkpoint.backend
+
+
+def _release(checkpoint: Checkpoint) -> None:
+    checkpoint.backend = None
+    gc.collect()
+
+
+def _backend_settings(request: EvalRequest) -> dict:
+    """What the cache key needs before any model is loaded (the same fields HFBackend.describe gives)."""
+    import torch
+
+    return {
+        "backend": HFBackend.name,
+        "device": request.device,
+        "dtype": request.dtype,
+        "threads": request.threads or torch.get_num_threads(),
+    }
+
+
+def _write(
+    request: EvalRequest,
+    checkpoint: Checkpoint,
+    config: SuiteConfig,
+    measurement: Measurement,
+    comparison: list | None,
+    baseline: dict | None,
+    timings: dict,
+    description: dict,
+) -> Path:
+    folder = request.out / checkpoint.label / config.name
+    summary = results.summary(
+        checkpoint.summary_entry(), config.model_dump(mode="json"), measurement, comparison, baseline
+    )
+    results.write_result(
+        folder,
+        summary,
+        measurement.samples,
+        results.environment(description, cpu_name()),
+        timings | {"model": checkpoint.timings},
+    )
+    return folder
+
+
+def _measure_baseline(request: EvalRequest, baseline: Checkpoint, suites: list[SuiteConfig]) -> dict:
+    """name -> (Measurement, cache key); measured and cached where the cache has no entry."""
+    cache, settings, measured = BaselineCache(request.cache_dir), _backend_settings(request), {}
+    for config in suites:
+        key, inputs = cache_key(baseline.identity, config, settings)
+        start = time.perf_counter()
+        measurement = cache.load(config, key)
+        hit = measurement is not None
+        if measurement is None:
+            backend = _load(baseline, request, suites)
+            kind = suite_kind(config.kind)
+            measurement = cache.store(
+                config, key, inputs, lambda tmp, b=backend, c=config, k=kind: k.measure(c, b, tmp)
+            )
+        timings = {"baseline_cache": "hit" if hit else "miss", "measure_s": time.perf_counter() - start}
+        description = (
+            baseline.backend.describe() if baseline.backend else settings | {"model": str(baseline.path)}
+        )
+        results.staging(request.out / baseline.label / config.name)
+        _write(request, baseline, config, measurement, None, None, timings | {"cache_key": key}, description)
+        measured[config.name] = (measurement, key)
+    _release(baseline)
+    return measured
+
+
+def evaluate(request: EvalRequest) -> list[Path]:
+    suites = _suites(request)
+    baseline = _checkpoint(request.baseline, "baseline") if request.baseline else None
+    checkpoints = [_checkpoint(path, "variant" if baseline else "model") for path in request.models]
+    labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
+    if len(set(labels)) != len(labels):
+        raise InputError(f"--model/--baseline: two checkpoints share a folder name ({', '.join(labels)})")
+    baseline_measurements = _measure_baseline(request, baseline, suites) if baseline else {}
+    written = [request.out / baseline.label / c.name for c in suites] if baseline else []
+    for checkpoint in checkpoints:
+        backend = _load(checkpoint, request, suites)
+        for config in suites:
+            kind, folder = suite_kind(config.kind), request.out / checkpoint.label / config.name
+            artifacts = results.staging(folder) / "artifacts"
+            start = time.perf_counter()
+            comparison, baseline_entry = None, None
+            if baseline is None:
+                measurement = kind.measure(config, backend, artifacts)
+                measured_s = time.perf_counter() - start
+            else:
+                base, key = baseline_measurements[config.name]
+                if kind.measure_against is not None:
+                    measurement = kind.measure_against(config, backend, artifacts, base)
+                else:
+                    measurement = kind.measure(config, backend, artifacts)
+                measured_s = time.perf_counter() - start
+                comparison = kind.compare(config, measurement, base)
+                baseline_entry = baseline.summary_entry() | {"cache_key": key}
+            timings = {"measure_s": measured_s, "compare_s": time.perf_counter() - start - measured_s}
+            written.append(
+                _write(
+                    request,
+                    checkpoint,
+                    config,
+                    measurement,
+                    comparison,
+                    baseline_entry,
+                    timings,
+                    backend.describe(),
+                )
+            )
+        _release(checkpoint)
+    return written

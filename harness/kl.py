@@ -1,0 +1,100 @@
+"""The maths of comparing a variant's next-token distributions and expert routing with the baseline's.
+
+Legend: N = scored tokens, K = kept log-probabilities per token (top-k of the baseline, or the
+whole vocabulary), k = experts selected per token, E = routed experts.
+
+Top-k KL (llama.cpp `perplexity --kl-divergence` style, with the tail kept): both distributions are
+reduced to the baseline's K most likely tokens plus one bucket holding the rest of the mass, and
+KL(P_base || Q_variant) is taken over those K + 1 outcomes. With the full vocabulary the tail
+bucket is empty and this is the exact KL. Reducing to buckets never increases KL (data
+processing inequality), so top-k KL is a lower bound of the full one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+TAIL_FLOOR = 1e-30  # a tail bucket below this is treated as empty (0 log 0 = 0)
+
+
+def mean_stderr(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and its standard error (sample std / sqrt(n)); tokens are treated as independent."""
+    x = x.double()
+    n = x.numel()
+    stderr = x.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+    return x.mean().item(), stderr
+
+
+def percentiles(x: torch.Tensor) -> dict[str, float]:
+    """Median, p90, p99, p99.9 and max (linear interpolation, as numpy's default)."""
+    x = x.double()
+    q = torch.tensor([p / 100 for p in PERCENTILES], dtype=torch.float64)
+    values = torch.quantile(x, q).tolist()
+    names = ["median" if p == 50.0 else f"p{p:g}" for p in PERCENTILES]
+    return {**dict(zip(names, values, strict=True)), "max": x.max().item()}
+
+
+def perplexity(nll: torch.Tensor) -> tuple[float, float]:
+    """PPL = exp(mean NLL); its stderr by the delta method: PPL * stderr(mean NLL)."""
+    mean, stderr = mean_stderr(nll)
+    ppl = math.exp(mean)
+    return ppl, ppl * stderr
+
+
+def _with_tail(logprobs: torch.Tensor) -> torch.Tensor:
+    """[N, K] log-probabilities -> [N, K + 1] probabilities, the last column the mass outside the K."""
+    probs = logprobs.double().exp()  # [N, K]
+    tail = (1.0 - probs.sum(-1, keepdim=True)).clamp_min(0.0)  # [N, 1]
+    return torch.cat([probs, tail], dim=-1)
+
+
+def kl_per_token(
+    base_logprobs: torch.Tensor, variant_logprobs: torch.Tensor, tail: bool = True
+) -> torch.Tensor:
+    """KL(P_base || Q_variant) per token over the K kept tokens plus the tail bucket. [N, K] each -> [N].
+
+    tail=False when K is the whole vocabulary: the leftover mass is float rounding, not a bucket.
+    """
+    if not tail:
+        p = base_logprobs.double().exp()
+        return (p * (base_logprobs.double() - variant_logprobs.double())).sum(-1).clamp_min(0.0)
+    p = _with_tail(base_logprobs)  # [N, K+1]
+    q = _with_tail(variant_logprobs)  # [N, K+1]
+    log_p = torch.cat([base_logprobs.double(), p[:, -1:].clamp_min(TAIL_FLOOR).log()], dim=-1)
+    log_q = torch.cat([variant_logprobs.double(), q[:, -1:].clamp_min(TAIL_FLOOR).log()], dim=-1)
+    terms = torch.where(p > TAIL_FLOOR, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(-1).clamp_min(0.0)  # rounding can give -1e-17
+
+
+def same_experts(base: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+    """Whether each token selected exactly the baseline's experts. [N, k] sorted ids each -> [N] bool."""
+    return (base == variant).all(-1)
+
+
+def expert_overlap(base: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+    """Share of the baseline's k experts that the variant also selected, per token. Out: [N]."""
+    return (base[:, :, None] == variant[:, None, :]).any(-1).double().mean(-1)
+
+
+def expert_load(ids: torch.Tensor, experts: int) -> torch.Tensor:
+    """Share of routed slots each expert received. In: [N, k]; out: [E], sums to 1."""
+    counts = torch.bincount(ids.flatten(), minlength=experts).double()
+    return counts / counts.sum()
+
+
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
+    return 0.5 * (p - q).abs().sum().item()
+
+
+def js_divergence_bits(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Jensen-Shannon divergence in bits (0 = same, 1 = disjoint support)."""
+    m = 0.5 * (p + q)
+
+    def kl_bits(a: torch.Tensor) -> float:
+        keep = a > 0
+        return (a[keep] * (a[keep] / m[keep]).log2()).sum().item()
+
+    return 0.5 * kl_bits(p) + 0.5 * kl_bits(q)

@@ -1,0 +1,86 @@
+"""Suite files: `suites/<name>.yaml` (or any path), validated by the pydantic class of their `kind`.
+
+Relative paths inside a suite (data files) resolve against the suite file's folder, then the
+repository root. Every problem is an InputError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+import yaml
+from pydantic import ValidationError
+
+import harness.suites.catalog  # noqa: F401  (registers the suite kinds)
+from harness.suites.base import SUITE_KINDS, SuiteConfig, suite_kind
+from quantgate.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUITES_DIR = REPO_ROOT / "suites"
+
+
+def suite_names() -> list[str]:
+    return sorted(path.stem for path in SUITES_DIR.glob("*.yaml"))
+
+
+def suite_path(name_or_path: str | Path) -> Path:
+    """A bare name -> suites/<name>.yaml; anything else is a path."""
+    text = str(name_or_path)
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        path = SUITES_DIR / f"{text}.yaml"
+        if not path.is_file():
+            raise InputError(
+                f"unknown suite {text!r}; shipped suites: {', '.join(suite_names())} (or give a path)"
+            )
+        return path
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(f"{path}: suite file not found")
+    return path
+
+
+def load_suite(name_or_path: str | Path) -> SuiteConfig:
+    path = suite_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a suite is a mapping of keys, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    kind_name = raw.get("kind")
+    if kind_name not in SUITE_KINDS:
+        raise InputError(
+            f"{path}: kind: {kind_name!r} is not a suite kind; known: {', '.join(sorted(SUITE_KINDS))}"
+        )
+    kind = suite_kind(kind_name)
+    try:
+        config = kind.config_class.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in (raw["name"], *first["loc"]))
+        raise InputError(f"{path}: {key}: {first['msg'].lower()}") from None
+    return config.model_copy(update=_resolved_paths(config, path))
+
+
+def _is_path_field(annotation: object) -> bool:
+    return annotation is Path or Path in get_args(annotation)
+
+
+def _resolved_paths(config: SuiteConfig, suite_file: Path) -> dict[str, Path]:
+    """Every Path field made absolute; a file that exists nowhere is an InputError naming the key."""
+    resolved = {}
+    for field, info in type(config).model_fields.items():
+        value = getattr(config, field)
+        if value is None or not _is_path_field(info.annotation):
+            continue
+        candidates = (
+            [value] if value.is_absolute() else [suite_file.parent.resolve() / value, REPO_ROOT / value]
+        )
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            tried = " or ".join(str(c) for c in candidates)
+            raise InputError(f"{suite_file}: {config.name}.{field}: data file not found ({tried})")
+        resolved[field] = found
+    return resolved

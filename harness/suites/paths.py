@@ -1,0 +1,16 @@
+"""Where a suite's data files are: a relative path in a suite config is relative to the project root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds suites/
+
+
+def suite_data_path(path: str | Path) -> Path:
+    resolved = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    if not resolved.exists():
+        raise FileNotFoundError(
+            f"suite data {path} not found (relative paths are relative to {PROJECT_ROOT})"
+        )
+    return resolved

@@ -1,0 +1,296 @@
+"""Suite `perplexity`: sliding-window NLL over held-out text, and the variant's drift from the baseline.
+
+Windows are lm-eval 0.4.13's `loglikelihood_rolling` windows, generalised by a stride: each
+document is tokenized as the tokenizer does by default (Kimi K2's adds BOS), the BOS id is the
+prefix that the first window's first token is predicted from, and every document token is scored
+exactly once. With `stride == context_length` the windows are lm-eval's, token for token, so the
+perplexity equals `lm_eval ... loglikelihood_rolling` (tests/harness/test_perplexity.py proves it).
+
+Artifacts (`distributions.safetensors` in the measurement's out_dir), N = scored tokens:
+  target_ids [N], target_logprobs [N], argmax_ids [N], document [N];
+  kept_logprobs [N, K]: the baseline's top-K log-probabilities (K = vocab when `top_k` is null),
+  kept_ids [N, K] in top-k mode; routing.<layer> [N, k]: sorted selected experts per MoE layer.
+A variant measured against the baseline stores `kept_logprobs` at the *baseline's* kept ids instead,
+which is what top-k KL needs (KL over the baseline's top-K plus one tail bucket).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from safetensors.torch import load_file, save_file
+
+from harness import kl
+from harness.backends.base import Backend, Window, WindowScores
+from harness.metrics import Direction, Metric
+from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
+from quantgate.errors import InputError
+
+ARTIFACT = "distributions.safetensors"
+
+
+class PerplexityConfig(SuiteConfig):
+    kind: Literal["perplexity"]
+    data: Path  # JSONL with {"id", "text"} per line
+    context_length: int = Field(gt=1)  # tokens a window feeds the model (lm-eval's max_length)
+    stride: int = Field(gt=0)  # tokens newly scored per window after the first; == context_length: lm-eval's
+    top_k: int | None = Field(gt=0)  # baseline log-probabilities kept per token; null: the full vocabulary
+    batch_size: int = Field(gt=0)  # windows per forward pass
+    max_documents: int | None = Field(default=None, gt=0)  # the first N documents only (null: all)
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> PerplexityConfig:
+        if self.stride > self.context_length:
+            raise ValueError(f"stride {self.stride} exceeds context_length {self.context_length}")
+        return self
+
+
+def rolling_windows(tokens: list[int], prefix: int, context_length: int, stride: int) -> list[Window]:
+    """lm-eval's get_rolling_token_windows + make_disjoint_window (max_seq_len = context_length,
+    context_len = context_length - stride + 1). The first window predicts tokens[0] from `prefix`."""
+    if not tokens:
+        return []
+    first = min(context_length, len(tokens))
+    windows = [Window(tokens=[prefix] + tokens[:first], scored=first)]
+    predicted = first
+    while predicted < len(tokens):
+        scored = min(len(tokens) - predicted, stride)
+        end = predicted + scored
+        windows.append(Window(tokens=tokens[end - context_length - 1 : end], scored=scored))
+        predicted = end
+    return windows
+
+
+def read_documents(config: PerplexityConfig) -> list[dict]:
+    documents = []
+    with config.data.open() as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                documents.append({"id": str(row["id"]), "text": str(row["text"])})
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(
+                    f"{config.data}:{line_number}: not a JSON object with 'id' and 'text'"
+                ) from None
+    if not documents:
+        raise InputError(f"{config.data}: no documents")
+    return documents[: config.max_documents]
+
+
+def _document_windows(
+    config: PerplexityConfig, backend: Backend
+) -> tuple[list[dict], list[Window], list[int]]:
+    """Documents, their windows in order, and the document index of each window."""
+    bos = backend.tokenize("", add_bos=True)
+    if len(bos) != 1:
+        raise InputError(
+            f"{config.data}: the tokenizer adds no BOS token to use as the rolling-window prefix"
+        )
+    documents, windows, owner = read_documents(config), [], []
+    for index, document in enumerate(documents):
+        tokens = backend.tokenize(document["text"], add_bos=True)
+        document["tokens"] = len(tokens)
+        for window in rolling_windows(tokens, bos[0], config.context_length, config.stride):
+            windows.append(window)
+            owner.append(index)
+    return documents, windows, owner
+
+
+def _reduce(score: WindowScores, keep: int | None, at_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """What is kept of one window's scores. keep: top-k scored (ids kept); at_ids [S, K]: gather there."""
+    if keep is not None:
+        return {
+            "target_logprobs": score.target_logprobs,
+            "argmax_ids": score.top_ids[:, 0],
+            "kept_logprobs": score.top_logprobs,
+            "kept_ids": score.top_ids.to(torch.int32),
+            **{f"routing.{layer}": experts for layer, experts in score.routing.items()},
+        }
+    full = score.top_logprobs  # [S, V]
+    return {
+        "target_logprobs": score.target_logprobs,
+        "argmax_ids": full.argmax(-1),
+        "kept_logprobs": full if at_ids is None else full.gather(-1, at_ids),
+        **{f"routing.{layer}": experts for layer, experts in score.routing.items()},
+    }
+
+
+def _collect(
+    config: PerplexityConfig, backend: Backend, baseline: dict[str, torch.Tensor] | None
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Score every window, longest first in batches (as lm-eval does), keeping only what `_reduce` keeps.
+
+    A baseline in top-k mode keeps its top-k; a variant (baseline_ids [N, K]) or a full-vocabulary run
+    scores the full vocabulary and keeps it, or gathers it at the baseline's ids.
+    """
+    documents, windows, owner = _document_windows(config, backend)
+    targets = [t for w in windows for t in w.tokens[len(w.tokens) - w.scored :]]
+    if baseline is not None and targets != baseline["target_ids"].tolist():
+        raise InputError(f"{config.data}: the model tokenizes the text differently from the baseline")
+    baseline_ids = baseline["kept_ids"].long() if baseline is not None and "kept_ids" in baseline else None
+    keep = config.top_k if baseline is None else None
+    starts = torch.tensor([0] + [w.scored for w in windows]).cumsum(0).tolist()  # each window's first token
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].tokens))
+    reduced: list[dict[str, torch.Tensor]] = [{}] * len(windows)
+    for first in range(0, len(order), config.batch_size):
+        chunk = order[first : first + config.batch_size]
+        for index, score in zip(chunk, backend.score_windows([windows[i] for i in chunk], keep), strict=True):
+            at_ids = None if baseline_ids is None else baseline_ids[starts[index] : starts[index + 1]]
+            reduced[index] = _reduce(score, keep, at_ids)
+    arrays = {name: torch.cat([r[name] for r in reduced]) for name in sorted(reduced[0])} if reduced else {}
+    document = [d for w, d in zip(windows, owner, strict=True) for _ in range(w.scored)]
+    arrays |= {"target_ids": torch.tensor(targets), "document": torch.tensor(document, dtype=torch.int32)}
+    arrays["target_logprobs"] = arrays["target_logprobs"].float()
+    arrays["kept_logprobs"] = arrays["kept_logprobs"].float()
+    return documents, arrays
+
+
+def _own_metrics(arrays: dict[str, torch.Tensor]) -> list[Metric]:
+    nll = -arrays["target_logprobs"]
+    n = nll.numel()
+    ppl, ppl_stderr = kl.perplexity(nll)
+    mean_nll, nll_stderr = kl.mean_stderr(nll)
+    return [
+        Metric("perplexity", ppl, "lower", ppl_stderr, n=n),
+        Metric("nll_mean", mean_nll, "lower", nll_stderr, unit="nats/token", n=n),
+        Metric("tokens_scored", float(n), "none", n=n),
+    ]
+
+
+def _document_rows(
+    documents: list[dict], arrays: dict[str, torch.Tensor], per_token: dict[str, torch.Tensor]
+) -> list[dict]:
+    """Per document: tokens, NLL sum, perplexity, and the mean of each `per_token` series."""
+    rows = []
+    for index, document in enumerate(documents):
+        mask = arrays["document"] == index
+        nll = -arrays["target_logprobs"][mask].double()
+        row = {
+            "id": document["id"],
+            "tokens": document["tokens"],
+            "nll_sum": nll.sum().item(),
+            "perplexity": nll.mean().exp().item(),
+        }
+        rows.append(row | {name: values[mask].double().mean().item() for name, values in per_token.items()})
+    return rows
+
+
+def _measurement(
+    config: PerplexityConfig,
+    documents: list[dict],
+    arrays: dict[str, torch.Tensor],
+    out_dir: Path,
+    per_token: dict[str, torch.Tensor],
+) -> Measurement:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in arrays.items()}, out_dir / ARTIFACT)
+    kept = "full vocabulary" if config.top_k is None else f"top-{config.top_k} of the baseline + tail bucket"
+    return Measurement(
+        metrics=_own_metrics(arrays),
+        samples=_document_rows(documents, arrays, per_token),
+        out_dir=out_dir,
+        extra={"kept_distribution": kept, "documents": len(documents), "moe_layers": _moe_layers(arrays)},
+    )
+
+
+def _moe_layers(arrays: dict[str, torch.Tensor]) -> list[int]:
+    return sorted(int(name.split(".")[1]) for name in arrays if name.startswith("routing."))
+
+
+def measure(config: PerplexityConfig, backend: Backend, out_dir: Path) -> Measurement:
+    documents, arrays = _collect(config, backend, None)
+    return _measurement(config, documents, arrays, out_dir, per_token={})
+
+
+def measure_against(
+    config: PerplexityConfig, backend: Backend, out_dir: Path, baseline: Measurement
+) -> Measurement:
+    base = load_file(baseline.out_dir / ARTIFACT)
+    documents, arrays = _collect(config, backend, base)
+    per_token = token_comparison(config, base, arrays)
+    return _measurement(
+        config,
+        documents,
+        arrays,
+        out_dir,
+        per_token={"kl_mean": per_token["kl"], "same_top1": per_token["same_top1"]},
+    )
+
+
+def token_comparison(config: PerplexityConfig, base: dict, variant: dict) -> dict[str, torch.Tensor]:
+    """Per scored token [N]: KL(base || variant), same top-1, delta p of the actual next token, delta NLL."""
+    return {
+        "kl": kl.kl_per_token(base["kept_logprobs"], variant["kept_logprobs"], tail=config.top_k is not None),
+        "same_top1": (base["argmax_ids"] == variant["argmax_ids"]).double(),
+        "delta_p": variant["target_logprobs"].double().exp() - base["target_logprobs"].double().exp(),
+        "delta_nll": base["target_logprobs"].double() - variant["target_logprobs"].double(),
+    }
+
+
+def _distribution_metrics(
+    name: str, values: torch.Tensor, direction: Direction, percentile_direction: Direction, unit: str
+) -> list[Metric]:
+    """Mean with stderr, then median, p90, p99, p99.9 and max."""
+    mean, stderr = kl.mean_stderr(values)
+    n = values.numel()
+    return [Metric(f"{name}_mean", mean, direction, stderr, unit, n)] + [
+        Metric(f"{name}_{stat}", value, percentile_direction, None, unit, n)
+        for stat, value in kl.percentiles(values).items()
+    ]
+
+
+def compare(config: PerplexityConfig, variant: Measurement, baseline: Measurement) -> list[Metric]:
+    base, var = load_file(baseline.out_dir / ARTIFACT), load_file(variant.out_dir / ARTIFACT)
+    per_token = token_comparison(config, base, var)
+    n = per_token["kl"].numel()
+    same_top1, same_top1_stderr = kl.mean_stderr(per_token["same_top1"])
+    log_ratio, log_ratio_stderr = kl.mean_stderr(per_token["delta_nll"])  # paired: same tokens
+    metrics = [
+        *_distribution_metrics("kl", per_token["kl"], "lower", "lower", "nats/token"),
+        Metric("same_top1", 100 * same_top1, "higher", 100 * same_top1_stderr, "%", n),
+        *_distribution_metrics("delta_p", per_token["delta_p"], "higher", "none", "probability"),
+        Metric("ln_ppl_ratio", log_ratio, "lower", log_ratio_stderr, "ln(PPL(Q)/PPL(base))", n),
+    ]
+    return metrics + routing_metrics(base, var)
+
+
+def routing_metrics(base: dict[str, torch.Tensor], variant: dict[str, torch.Tensor]) -> list[Metric]:
+    """Per MoE layer: same expert set share, mean expert overlap, expert-load TVD and JS divergence."""
+    metrics, agreements = [], []
+    for layer in _moe_layers(base):
+        b, v = base[f"routing.{layer}"].long(), variant[f"routing.{layer}"].long()  # [N, k]
+        n, experts = b.shape[0], int(max(b.max(), v.max())) + 1
+        same, same_stderr = kl.mean_stderr(kl.same_experts(b, v).double())
+        overlap, overlap_stderr = kl.mean_stderr(kl.expert_overlap(b, v))
+        load_b, load_v = kl.expert_load(b, experts), kl.expert_load(v, experts)
+        agreements.append(same)
+        metrics += [
+            Metric(f"routing_same_experts.layer_{layer}", same, "higher", same_stderr, "share", n),
+            Metric(f"routing_expert_overlap.layer_{layer}", overlap, "higher", overlap_stderr, "share", n),
+            Metric(
+                f"routing_load_tvd.layer_{layer}", kl.total_variation(load_b, load_v), "lower", None, "", n
+            ),
+            Metric(
+                f"routing_load_js.layer_{layer}",
+                kl.js_divergence_bits(load_b, load_v),
+                "lower",
+                None,
+                "bits",
+                n,
+            ),
+        ]
+    if agreements:
+        mean = sum(agreements) / len(agreements)
+        metrics.insert(
+            0, Metric("routing_same_experts_mean", mean, "higher", None, "share over layers", len(agreements))
+        )
+    return metrics
+
+
+KIND = register_suite(SuiteKind("perplexity", PerplexityConfig, measure, compare, measure_against))

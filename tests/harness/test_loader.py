@@ -1,0 +1,56 @@
+"""Suite files: shipped names resolve, every bad input names its file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.suites.latency import LatencyConfig
+from harness.suites.loader import SUITES_DIR, load_suite
+from harness.suites.perplexity import PerplexityConfig
+from quantgate.errors import InputError
+
+
+def test_shipped_suites_load_by_name_with_data_resolved():
+    perplexity = load_suite("perplexity")
+    assert isinstance(perplexity, PerplexityConfig)
+    assert perplexity.data == SUITES_DIR / "data" / "tinyk2" / "heldout_text.jsonl"
+    assert perplexity.stride == perplexity.context_length  # lm-eval's rolling windows
+    assert isinstance(load_suite("latency"), LatencyConfig)
+
+
+def test_unknown_key_names_file_and_key(perplexity_suite):
+    path = perplexity_suite("x.yaml", context=64)
+    with pytest.raises(InputError, match=rf"^{path}: x\.context: extra inputs are not permitted$"):
+        load_suite(path)
+
+
+def test_bad_value_names_file_and_key(perplexity_suite):
+    path = perplexity_suite("ppl.yaml", top_k=0)
+    with pytest.raises(InputError, match=rf"^{path}: ppl\.top_k: input should be greater than 0$"):
+        load_suite(path)
+    path = perplexity_suite("wide.yaml", stride=64)
+    with pytest.raises(InputError, match=rf"^{path}: wide: value error, stride 64 exceeds context_length 48"):
+        load_suite(path)
+
+
+def test_missing_data_file_is_named(perplexity_suite, tmp_path: Path):
+    path = perplexity_suite(data="nowhere/text.jsonl")
+    expected = rf"^{path}: ppl\.data: data file not found \({tmp_path}/nowhere/text\.jsonl or "
+    with pytest.raises(InputError, match=expected):
+        load_suite(path)
+
+
+def test_relative_data_resolves_against_the_suite_file(perplexity_suite, tmp_path: Path):
+    (tmp_path / "text.jsonl").write_text('{"id": "a", "text": "Some text."}\n')
+    assert load_suite(perplexity_suite(data="text.jsonl")).data == tmp_path / "text.jsonl"
+
+
+def test_unknown_kind_and_unknown_name_list_what_is_valid(tmp_path: Path):
+    path = tmp_path / "odd.yaml"
+    path.write_text("kind: perplexity_v2\nversion: 1\n")
+    with pytest.raises(InputError, match=r"kind: 'perplexity_v2' is not a suite kind; known: .*latency"):
+        load_suite(path)
+    with pytest.raises(InputError, match=r"unknown suite 'perplex'; shipped suites: .*perplexity"):
+        load_suite("perplex")
