@@ -39,7 +39,7 @@ class ParsedTurn:
 def _json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints past the 4300-digit limit
         return None, f"arguments are not valid JSON: {exc}"
     if not isinstance(value, dict):
         return None, "arguments are not a JSON object"

@@ -1,0 +1,147 @@
+"""Suite `toolcall`: multi-step tool-calling episodes graded by final state, and K2VV single-step requests.
+
+Scenarios (`scenarios_file`, held-out JSON lines: tools, initial_state, messages, expected_calls,
+expected_state, expected_answer, max_steps) run as multi-step episodes against a `ToolEnvironment`;
+K2-Vendor-Verifier requests (`requests_file`) run as single-step episodes. All episodes of a
+measurement step together (`harness.toolcall.loop`); metrics are in `harness.toolcall.metrics`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from harness.backends.base import Backend
+from harness.metrics import Metric
+from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
+from harness.suites.paths import suite_data_path
+from harness.toolcall.k2vv import read_requests, request_episode
+from harness.toolcall.loop import Episode, Generate, detect_parser, run_episodes
+from harness.toolcall.metrics import compare_metrics, measure_metrics, task_success
+from harness.toolcall.parsers import PARSERS, parser_for
+from harness.tools.environment import ToolEnvironment
+from harness.tools.schemas import TOOL_SCHEMAS
+
+
+class ToolcallSuiteConfig(SuiteConfig):
+    kind: Literal["toolcall"]
+    scenarios_file: Path | None = None  # multi-step scenarios
+    requests_file: Path | None = None  # K2-Vendor-Verifier request lines
+    limit: int | None = Field(None, ge=1)  # first N scenarios and first N requests
+    parser: str = "auto"  # a tool-call parser name, or "auto": recognised from the chat template
+    max_new_tokens: int = Field(96, ge=1)  # per assistant turn (longest reference turn: 54 tokens)
+    max_context_tokens: int = Field(4096, ge=64)  # an episode whose next prompt would exceed it ends
+    stop: list[str] = ["<|im_end|>", "[EOS]"]
+    samples: int = Field(1, ge=1)  # episodes per prompt; pass^k for k = 2..samples
+    temperature: float = Field(0.0, ge=0.0)  # 0: greedy
+    seed: int = 0
+
+    @field_validator("parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        if value != "auto" and value not in PARSERS:
+            raise ValueError(f"unknown parser {value!r}; known: auto, {', '.join(sorted(PARSERS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ToolcallSuiteConfig:
+        if self.scenarios_file is None and self.requests_file is None:
+            raise ValueError("set scenarios_file, requests_file or both")
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("samples > 1 needs temperature > 0: greedy samples are identical")
+        return self
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _scenario_episode(scenario: dict[str, Any], sample: int) -> Episode:
+    return Episode(
+        episode_id=scenario["id"],
+        sample=sample,
+        tools=[TOOL_SCHEMAS[name] for name in scenario["tools"]],
+        messages=json.loads(json.dumps(scenario["messages"])),
+        max_steps=scenario["max_steps"],
+        environment=ToolEnvironment(scenario["initial_state"]),
+        reference_tools=frozenset(call["name"] for call in scenario["expected_calls"]),
+    )
+
+
+def _generator(config: ToolcallSuiteConfig, backend: Backend) -> Generate:
+    if config.temperature == 0:
+        return lambda prompts: backend.generate(prompts, config.max_new_tokens, config.stop)
+    if not {"temperature", "seed"} <= inspect.signature(backend.generate).parameters.keys():
+        raise ValueError(
+            f"backend {backend.name!r} cannot sample (its generate takes no temperature and seed); "
+            "use temperature 0 and samples 1"
+        )
+    return lambda prompts: backend.generate(  # type: ignore[call-arg]
+        prompts, config.max_new_tokens, config.stop, temperature=config.temperature, seed=config.seed
+    )
+
+
+def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Measurement:
+    scenarios = (
+        _read_jsonl(suite_data_path(config.scenarios_file))[: config.limit] if config.scenarios_file else []
+    )
+    requests = (
+        read_requests(suite_data_path(config.requests_file))[: config.limit] if config.requests_file else []
+    )
+    scenario_episodes = [_scenario_episode(s, k) for s in scenarios for k in range(config.samples)]
+    request_episodes = [
+        request_episode(r, i, k) for i, r in enumerate(requests) for k in range(config.samples)
+    ]
+    parser = detect_parser(backend) if config.parser == "auto" else config.parser
+
+    started = time.perf_counter()
+    rounds = run_episodes(
+        scenario_episodes + request_episodes,
+        backend.render_chat,
+        _generator(config, backend),
+        parser_for(parser),
+        max_new_tokens=config.max_new_tokens,
+        max_context_tokens=config.max_context_tokens,
+    )
+    wall_s = time.perf_counter() - started
+
+    rows = []
+    for scenario, episode in zip(
+        (s for s in scenarios for _ in range(config.samples)), scenario_episodes, strict=True
+    ):
+        final_state = episode.environment.state()
+        rows.append(
+            episode.to_json()
+            | {
+                "source": "scenario",
+                "success": task_success(
+                    episode.outcome,
+                    episode.final_answer,
+                    final_state,
+                    scenario["expected_state"],
+                    scenario["expected_answer"],
+                ),
+                "expected_trigger": bool(scenario["expected_calls"]),
+                "reference_tools": sorted(episode.reference_tools),
+                "state_matches": final_state == scenario["expected_state"],
+            }
+        )
+    rows += [
+        e.to_json()
+        | {"source": "request", "success": None, "expected_trigger": None, "reference_tools": None}
+        for e in request_episodes
+    ]
+    extra = {"parser": parser, "wall_s": wall_s, "generate_rounds": rounds, "episodes": len(rows)}
+    return Measurement(metrics=measure_metrics(rows), samples=rows, out_dir=out_dir, extra=extra)
+
+
+def compare(config: ToolcallSuiteConfig, variant: Measurement, baseline: Measurement) -> list[Metric]:
+    return compare_metrics(baseline.samples, variant.samples)
+
+
+TOOLCALL_SUITE = register_suite(SuiteKind("toolcall", ToolcallSuiteConfig, measure, compare))

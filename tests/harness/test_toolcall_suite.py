@@ -1,0 +1,75 @@
+"""The toolcall suite on the real bundled model: every scenario runs to completion, fast, and BF16
+against itself agrees completely."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from harness.suites.base import suite_kind
+from harness.suites.paths import PROJECT_ROOT
+from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig
+from harness.toolcall.loop import detect_parser
+
+OUTCOMES = {"answer", "malformed", "max_steps", "context_exceeded"}
+SCENARIOS = 20  # the first 20 of the 60 held-out scenarios keep the test's generation cost bounded
+
+
+def load_config(name: str, **overrides) -> ToolcallSuiteConfig:
+    raw = yaml.safe_load((PROJECT_ROOT / "suites" / f"{name}.yaml").read_text())
+    return ToolcallSuiteConfig(**(raw | overrides))
+
+
+@pytest.fixture(scope="module")
+def measurement(bundled_backend, tmp_path_factory):
+    return TOOLCALL_SUITE.measure(
+        load_config("toolcall", limit=SCENARIOS), bundled_backend, tmp_path_factory.mktemp("toolcall")
+    )
+
+
+def test_every_scenario_runs_to_completion(measurement):
+    rows = measurement.samples
+    assert len(rows) == SCENARIOS and {r["source"] for r in rows} == {"scenario"}
+    assert {r["outcome"] for r in rows} <= OUTCOMES
+    assert all(1 <= r["steps"] <= 4 for r in rows)
+    assert measurement.extra["parser"] == "kimi_k2"
+    metrics = {m.name: m for m in measurement.metrics}
+    for name in ("task_success", "schema_accuracy", "wrong_tool_rate", "malformed_rate", "tool_trigger_rate"):
+        assert 0.0 <= metrics[name].value <= 1.0
+    assert metrics["task_success"].direction == "higher" and metrics["task_success"].stderr is not None
+    assert metrics["malformed_rate"].direction == "lower"
+    print("toolcall suite:", measurement.extra, {m.name: round(m.value, 3) for m in measurement.metrics})
+
+
+def test_baseline_against_itself(measurement):
+    compared = {m.name: m for m in TOOLCALL_SUITE.compare(load_config("toolcall"), measurement, measurement)}
+    assert compared["trigger_f1"].value == 1.0
+    assert compared["task_success_lost"].value == 0 and compared["task_success_gained"].value == 0
+    assert compared["task_success_mcnemar_p"].value == 1.0
+
+
+def test_k2vv_requests_are_single_steps(bundled_backend, tmp_path):
+    result = TOOLCALL_SUITE.measure(load_config("toolcall_k2vv", limit=8), bundled_backend, tmp_path)
+    assert len(result.samples) == 8 and all(r["steps"] == 1 for r in result.samples)
+    assert {r["outcome"] for r in result.samples} <= {"answer", "tool_calls", "malformed"}
+    names = {m.name for m in result.metrics}
+    assert {"schema_accuracy", "tool_trigger_rate"} <= names and "task_success" not in names
+    compared = {m.name: m.value for m in TOOLCALL_SUITE.compare(load_config("toolcall_k2vv"), result, result)}
+    assert compared["trigger_f1"] == 1.0
+
+
+def test_parser_detected_from_chat_template(bundled_backend):
+    assert detect_parser(bundled_backend) == "kimi_k2"
+
+
+def test_config_rejects_impossible_settings():
+    assert suite_kind("toolcall") is TOOLCALL_SUITE
+    with pytest.raises(ValidationError, match="greedy samples are identical"):
+        load_config("toolcall", samples=4)
+    with pytest.raises(ValidationError, match="known: auto, hermes, kimi_k2"):
+        load_config("toolcall", parser="qwen")
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        load_config("toolcall", temprature=0.7)
+    with pytest.raises(ValidationError, match="scenarios_file, requests_file"):
+        ToolcallSuiteConfig(name="t", kind="toolcall", version=1)
