@@ -8,8 +8,8 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
-from harness.tools.schemas import TOOL_SCHEMAS
 from harness.toolcall.parsers import parse_kimi_k2
+from harness.tools.schemas import TOOL_SCHEMAS
 
 TOOLS = [TOOL_SCHEMAS["lookup_customer"], TOOL_SCHEMAS["create_ticket"]]
 MESSAGES = [

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from tinyk2.corpus import build_corpus, training_documents
 from tinyk2.splits import split_lines
 
-SPLITS = ROOT / "suites" / "data" / "tinyk2"
+SPLITS = Path(__file__).resolve().parents[1] / "suites" / "data" / "tinyk2"
 
 
 @pytest.fixture(scope="module")

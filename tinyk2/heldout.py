@@ -17,14 +17,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-
 from harness.backends.base import Window
 from harness.backends.hf import HFBackend
+from harness.toolcall.parsers import parse_kimi_k2
 from harness.tools.environment import argument_errors
 from harness.tools.schemas import TOOL_SCHEMAS
-from harness.toolcall.parsers import parse_kimi_k2
 from tinyk2.corpus import Corpus, build_corpus
-
 
 STOP = ["<|im_end|>", "[EOS]"]
 

@@ -6,7 +6,8 @@ Steps: build the synthetic corpus, train the byte-level BPE on the training docu
 documents into fixed windows, train DeepseekV3ForCausalLM with AdamW and a cosine schedule, then
 anneal for `--anneal-steps` at a low, linearly decaying learning rate on a mix that is half fresh
 fact paragraphs and trained-fact QA, half the main mix (so that facts are memorised without
-forgetting the rest; held-out questions never appear), and balance expert load the aux-loss-free way (DeepSeek-V3: after every step each router's
+forgetting the rest; held-out questions never appear), and balance expert load the aux-loss-free
+way (DeepSeek-V3: after every step each router's
 `e_score_correction_bias` moves by `bias_update_speed` towards under-loaded experts). A checkpoint
 of model, optimiser and step is written atomically every `--checkpoint-every` steps under
 `--work-dir`; a rerun resumes from it and gives the same weights as an uninterrupted run.
