@@ -27,10 +27,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quantgate.errors import InputError
+from quantgate.typed_yaml import load_typed_yaml
 
 PLAN_VERSION = 1
 THRESHOLD_KINDS = ("min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression")
@@ -154,28 +154,7 @@ class Plan(_Strict):
 
 
 def load_plan(path: Path) -> Plan:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level")
-    try:
-        plan = Plan.model_validate(data)
-    except ValidationError as error:
-        raise InputError(f"{path}: {describe(error)}") from None
+    plan = load_typed_yaml(path, Plan)
     return plan.model_copy(update={"model": (path.parent / plan.model).resolve()})
 
 
-def describe(error: ValidationError) -> str:
-    """One line naming the key: unknown keys first, since they are the commonest mistake."""
-    problems = error.errors()
-    unknown = [p for p in problems if p["type"] == "extra_forbidden"]
-    first = (unknown or problems)[0]
-    location = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "extra_forbidden":
-        return f"unknown key {location!r}"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{location}: {message}" if location else message

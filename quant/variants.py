@@ -20,14 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from compressed_tensors.config import CompressionFormat
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, model_validator
 
 from quant.schemes import LINEAR_TARGET, Scheme, get_scheme, make_scheme, preset, resolve_patterns
 from quantgate.errors import InputError
+from quantgate.typed_yaml import load_typed_yaml
 
 VARIANTS_VERSION = 1
 
@@ -107,18 +107,7 @@ class VariantsFile(_Strict):
 
 
 def load_variants(path: Path) -> VariantsFile:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level")
-    try:
-        variants = VariantsFile.model_validate(data)
-    except ValidationError as error:
-        raise InputError(f"{path}: {_describe(error)}") from None
+    variants = load_typed_yaml(path, VariantsFile, hidden_loc=("registered", "custom"))
     try:
         variants.schemes()  # resolve every variant now, so that a bad one names this file
     except InputError as error:
@@ -132,16 +121,3 @@ def load_variants(path: Path) -> VariantsFile:
     )
 
 
-def _describe(error: ValidationError) -> str:
-    """One line naming the key: unknown keys first, since they are the commonest mistake."""
-    problems = error.errors()
-    unknown = [p for p in problems if p["type"] == "extra_forbidden"]
-    first = (unknown or problems)[0]
-    location = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
-    if first["type"] == "extra_forbidden":
-        return f"unknown key {location!r}"
-    return f"{location or 'file'}: {first['msg']}"
-
-
-def _is_union_tag(part: object) -> bool:
-    return part in ("registered", "custom")
