@@ -12,7 +12,6 @@ import json
 import platform
 import re
 import shutil
-import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from harness.metrics import Metric
 from harness.suites.base import Measurement
 from quantgate import __version__
+from quantgate.provenance import git_revision
 
 PACKAGES = ("torch", "transformers", "compressed-tensors", "safetensors", "lm-eval", "pydantic")
 LAYER_SUFFIX = re.compile(r"^(?P<metric>.+)\.layer_(?P<layer>\d+)$")
@@ -56,20 +56,6 @@ def summary(
     }
 
 
-def _git_revision() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git commit)"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def _package_version(name: str) -> str:
     try:
         return version(name)
@@ -84,7 +70,7 @@ def environment(backend_description: dict, cpu: str) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": cpu,
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(),
     }
 
 

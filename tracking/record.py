@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime
 import platform
 import re
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gates.plan import Plan
 from quantgate import __version__
 from quantgate.errors import InputError
+from quantgate.provenance import git_revision
 from tracking import names
 from tracking.results import SuiteResult
 
@@ -84,24 +83,6 @@ class NightlyRecord:
             results=[SuiteResult.from_json(r) for r in data["results"]],
             verdict=data.get("verdict"),
         )
-
-
-def git_revision() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def hardware() -> str:

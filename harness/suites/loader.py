@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import get_args
 
-import yaml
 from pydantic import ValidationError
 
 import harness.suites.catalog  # noqa: F401  (registers the suite kinds)
 from harness.suites.base import SUITE_KINDS, SuiteConfig, suite_kind
 from quantgate.errors import InputError
+from quantgate.typed_yaml import read_yaml_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "suites"
@@ -42,12 +42,7 @@ def suite_path(name_or_path: str | Path) -> Path:
 
 def load_suite(name_or_path: str | Path) -> SuiteConfig:
     path = suite_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: a suite is a mapping of keys, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path)
     raw.setdefault("name", path.stem)
     kind_name = raw.get("kind")
     if kind_name not in SUITE_KINDS:
