@@ -119,14 +119,19 @@ class Plan(_Strict):
             raise ValueError(f"variant names repeat: {', '.join(duplicates)}")
         groups = sorted({v.group for v in self.variants})
         for gate in self.gates:
-            if gate.suite not in self.suites:
+            if gate.suite not in self.suite_names:
                 raise ValueError(
-                    f"gate on {gate.metric!r}: suite {gate.suite!r} is not in suites {self.suites}"
+                    f"gate on {gate.metric!r}: suite {gate.suite!r} is not in suites {self.suite_names}"
                 )
             for group in gate.groups or []:
                 if group not in groups:
                     raise ValueError(f"gate on {gate.metric!r}: unknown group {group!r}; groups: {groups}")
         return self
+
+    @property
+    def suite_names(self) -> list[str]:
+        """The suites' names: a bare name as it is; a path (a suite file elsewhere) by its file stem."""
+        return [Path(s).stem if "/" in s or s.endswith((".yaml", ".yml")) else s for s in self.suites]
 
     @property
     def baseline_name(self) -> str:

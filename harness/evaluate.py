@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def _release(checkpoint: Checkpoint) -> None:
     gc.collect()
 
 
-def _backend_settings(request: EvalRequest) -> dict:
+def backend_settings(request: EvalRequest) -> dict:
     """What the cache key needs before any model is loaded (the same fields HFBackend.describe gives)."""
     import torch
 
@@ -130,9 +131,14 @@ def _write(
     return folder
 
 
-def _measure_baseline(request: EvalRequest, baseline: Checkpoint, suites: list[SuiteConfig]) -> dict:
+def _measure_baseline(
+    request: EvalRequest,
+    baseline: Checkpoint,
+    suites: list[SuiteConfig],
+    on_written: Callable[[str, str, Path], None] | None,
+) -> dict:
     """name -> (Measurement, cache key); measured and cached where the cache has no entry."""
-    cache, settings, measured = BaselineCache(request.cache_dir), _backend_settings(request), {}
+    cache, settings, measured = BaselineCache(request.cache_dir), backend_settings(request), {}
     for config in suites:
         key, inputs = cache_key(baseline.identity, config, settings)
         start = time.perf_counter()
@@ -149,20 +155,26 @@ def _measure_baseline(request: EvalRequest, baseline: Checkpoint, suites: list[S
             baseline.backend.describe() if baseline.backend else settings | {"model": str(baseline.path)}
         )
         results.staging(request.out / baseline.label / config.name)
-        _write(request, baseline, config, measurement, None, None, timings | {"cache_key": key}, description)
+        folder = _write(
+            request, baseline, config, measurement, None, None, timings | {"cache_key": key}, description
+        )
+        if on_written is not None:
+            on_written(baseline.label, config.name, folder)
         measured[config.name] = (measurement, key)
     _release(baseline)
     return measured
 
 
-def evaluate(request: EvalRequest) -> list[Path]:
+def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] | None = None) -> list[Path]:
+    """Measure every model on every suite; `on_written(checkpoint label, suite, folder)` after each
+    result folder is in place (the nightly moves it into its result store at once)."""
     suites = _suites(request)
     baseline = _checkpoint(request.baseline, "baseline") if request.baseline else None
     checkpoints = [_checkpoint(path, "variant" if baseline else "model") for path in request.models]
     labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
     if len(set(labels)) != len(labels):
         raise InputError(f"--model/--baseline: two checkpoints share a folder name ({', '.join(labels)})")
-    baseline_measurements = _measure_baseline(request, baseline, suites) if baseline else {}
+    baseline_measurements = _measure_baseline(request, baseline, suites, on_written) if baseline else {}
     written = [request.out / baseline.label / c.name for c in suites] if baseline else []
     for checkpoint in checkpoints:
         backend = _load(checkpoint, request, suites)
@@ -184,17 +196,11 @@ def evaluate(request: EvalRequest) -> list[Path]:
                 comparison = kind.compare(config, measurement, base)
                 baseline_entry = baseline.summary_entry() | {"cache_key": key}
             timings = {"measure_s": measured_s, "compare_s": time.perf_counter() - start - measured_s}
-            written.append(
-                _write(
-                    request,
-                    checkpoint,
-                    config,
-                    measurement,
-                    comparison,
-                    baseline_entry,
-                    timings,
-                    backend.describe(),
-                )
+            folder = _write(
+                request, checkpoint, config, measurement, comparison, baseline_entry, timings, backend.describe()
             )
+            written.append(folder)
+            if on_written is not None:
+                on_written(checkpoint.label, config.name, folder)
         _release(checkpoint)
     return written

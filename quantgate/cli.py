@@ -27,10 +27,18 @@ def registered_commands() -> list[Command]:
     """The registry. Imports are local so that `import quantgate` stays lean."""
     from gates.commands import add_gate_arguments, run_gate
     from harness.commands import add_eval_arguments, run_eval
+    from nightly.commands import add_nightly_arguments, run_nightly_command
     from quant.commands import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
+    from reporting.commands import add_report_arguments, run_report
     from tracking.commands import add_compare_arguments, add_sync_arguments, run_compare, run_sync
 
     return [
+        Command(
+            name="nightly",
+            help="The main job: build a plan's variants, evaluate them against BF16, gate, report, log to MLflow.",
+            add_arguments=add_nightly_arguments,
+            run=run_nightly_command,
+        ),
         Command(
             name="quantize",
             help="Quantize a BF16 checkpoint data-free (RTN) with a registered scheme or a variants file.",
@@ -54,6 +62,12 @@ def registered_commands() -> list[Command]:
             help="Judge a nightly's results against its plan's gates (exit 0 pass, 1 fail); JUnit, Markdown.",
             add_arguments=add_gate_arguments,
             run=run_gate,
+        ),
+        Command(
+            name="report",
+            help="Gate a nightly and write its report (Markdown, HTML with plots), from local results or MLflow.",
+            add_arguments=add_report_arguments,
+            run=run_report,
         ),
         Command(
             name="compare",

@@ -188,6 +188,9 @@ def log_nightly(client: MlflowClient, store: TrackingStore, record: NightlyRecor
             _log_suite(client, run_id, result, baselines.get(result.suite))
             logged += 1
         client.set_terminated(run_id, "FINISHED")
+    for path in record.report_files:
+        if path.is_file():
+            client.log_artifact(parent, str(path), names.ARTIFACT_REPORT_DIR)
     if record.verdict is not None:
         client.set_tag(parent, names.TAG_VERDICT, record.verdict)
     client.set_terminated(parent, "FINISHED")

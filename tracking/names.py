@@ -54,6 +54,7 @@ PARAM_MANIFEST_SCHEME = "scheme.resolved.{field}"  # from the checkpoint's quant
 ARTIFACT_PLAN = "plan.json"
 ARTIFACT_SUITE_DIR = "suites/{suite}"
 ARTIFACT_MANIFEST_DIR = "checkpoint"
+ARTIFACT_REPORT_DIR = "report"  # on the nightly's parent run: report.md, report.html, gates.xml
 
 
 MLFLOW_UNSAFE = re.compile(r"[^/\w.\- :]")

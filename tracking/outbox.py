@@ -41,7 +41,14 @@ def put(record: NightlyRecord, state: Path) -> Path:
                 copies.append(Path("artifacts") / str(index) / path.name)
         results.append(SuiteResult(**{**vars(result), "artifacts": copies}))
     tmp.mkdir(parents=True, exist_ok=True)
-    stored = NightlyRecord(**{**vars(record), "results": results})
+    reports = []
+    for path in record.report_files:
+        if path.is_file():
+            target = tmp / "report" / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            reports.append(Path("report") / path.name)
+    stored = NightlyRecord(**{**vars(record), "results": results, "report_files": reports})
     with open(tmp / RECORD_NAME, "w") as out:
         json.dump(stored.to_json(), out, indent=2, sort_keys=True)
         out.flush()
@@ -65,7 +72,8 @@ def read(entry: Path) -> NightlyRecord:
     results = [
         SuiteResult(**{**vars(r), "artifacts": [entry / p for p in r.artifacts]}) for r in record.results
     ]
-    return NightlyRecord(**{**vars(record), "results": results})
+    reports = [entry / p for p in record.report_files]
+    return NightlyRecord(**{**vars(record), "results": results, "report_files": reports})
 
 
 def remove(entry: Path) -> None:

@@ -56,6 +56,13 @@ def deliver(store: TrackingStore, record: NightlyRecord, state: Path | None = No
     )
 
 
+def replace_outbox_entry(entry: Path, record: NightlyRecord) -> Path:
+    """Put `record` (the same nightly, now with more in it, e.g. its report) in place of `entry`."""
+    new = outbox.put(record, entry.parent.parent)
+    outbox.remove(entry)
+    return new
+
+
 @dataclass(frozen=True)
 class SyncOutcome:
     uploaded: list[str]  # nightly ids

@@ -7,6 +7,7 @@ import datetime
 import platform
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gates.plan import Plan
 from quantgate import __version__
@@ -43,6 +44,7 @@ class NightlyRecord:
     checkpoints: list[CheckpointInfo]
     results: list[SuiteResult]
     verdict: str | None = None  # "pass" / "fail" when gated
+    report_files: list[Path] = field(default_factory=list)  # the nightly's report, logged to the parent run
     version: int = field(default=RECORD_VERSION)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,7 @@ class NightlyRecord:
             "checkpoints": [vars(c) for c in self.checkpoints],
             "results": [r.to_json() for r in self.results],
             "verdict": self.verdict,
+            "report_files": [str(p) for p in self.report_files],
         }
 
     @classmethod
@@ -82,6 +85,7 @@ class NightlyRecord:
             checkpoints=[CheckpointInfo(**c) for c in data["checkpoints"]],
             results=[SuiteResult.from_json(r) for r in data["results"]],
             verdict=data.get("verdict"),
+            report_files=[Path(p) for p in data.get("report_files", [])],
         )
 
 
@@ -109,7 +113,7 @@ def nightly_record(
         for v in plan.variants
     ]
     known = {c.checkpoint for c in checkpoints}
-    planned = [r for r in results if r.variant in known and r.suite in plan.suites]
+    planned = [r for r in results if r.variant in known and r.suite in plan.suite_names]
     return NightlyRecord(
         nightly_id=nightly_id or default_nightly_id(plan),
         plan_name=plan.name,

@@ -98,6 +98,8 @@ def read_result_folder(folder: Path) -> SuiteResult:
         artifacts = [folder / name for name in UPLOADED_FILES if (folder / name).is_file()]
         if (checkpoint / MANIFEST_NAME).is_file():
             artifacts.append(checkpoint / MANIFEST_NAME)
+        elif (folder / MANIFEST_NAME).is_file():  # downloaded from MLflow, where it sits beside the summary
+            artifacts.append(folder / MANIFEST_NAME)
         return SuiteResult(
             variant=checkpoint.name,
             suite=suite["name"],

@@ -1,18 +1,10 @@
-"""A real `mlflow server` on 127.0.0.1 (session-scoped), an embedded sqlite store, and synthetic
+"""An embedded sqlite store (the real `mlflow server` fixture is in tests/conftest.py), and synthetic
 nightlies built from Metric values: a baseline "tiny", a real variant "good" and a canary "bad"."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,65 +13,6 @@ from gates.plan import Plan
 from harness.metrics import Metric
 from tracking.results import SuiteResult
 from tracking.store import TrackingStore
-
-# how long the server may take to answer /health (a few seconds on an idle machine)
-SERVER_START_S = float(os.environ.get("QUANTGATE_TEST_MLFLOW_START_S", "120"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-            return reply.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
-    log = open(root / "server.log", "w")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_S
-    while not healthy(url):
-        if server.poll() is not None or time.monotonic() > deadline:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGKILL)
-            pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker: a group of its own
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-    log.close()
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +26,6 @@ def store(request: pytest.FixtureRequest) -> TrackingStore:
     if request.param == "server":
         return TrackingStore(request.getfixturevalue("mlflow_server"), None)
     return request.getfixturevalue("embedded_store")
-
-
-@pytest.fixture
-def closed_port_uri() -> str:
-    return f"http://127.0.0.1:{free_port()}"  # bound then released: nothing listens there
 
 
 @pytest.fixture

@@ -1,0 +1,43 @@
+"""Make the plan's variants, one builder per quantization method (an explicit registry).
+
+Checkpoints go to `state/variants/<checkpoint name>`; quant/ reuses a finished one whose manifest
+matches (same source hashes, scheme and quantgate version), so a rerun costs a hash check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from gates.plan import Plan, PlanVariant
+from quantgate.errors import InputError
+
+Builder = Callable[[Path, PlanVariant, Path, int], bool]  # (model, variant, target, workers) -> reused
+
+
+def _build_rtn(model: Path, variant: PlanVariant, target: Path, workers: int) -> bool:
+    from quant.build import QuantizeRequest, quantize
+    from quant.schemes import get_scheme
+
+    return quantize(QuantizeRequest(model=model, scheme=get_scheme(variant.scheme), out=target, workers=workers)).reused
+
+
+BUILDERS: dict[str, Builder] = {"rtn": _build_rtn}
+
+
+def check_schemes(plan: Plan) -> None:
+    """Fail before any work when a variant names an unknown scheme or method."""
+    from quant.schemes import get_scheme
+
+    for variant in plan.variants:
+        if variant.method not in BUILDERS:
+            raise InputError(
+                f"variant {variant.name!r}: no builder for method {variant.method!r}; known: {', '.join(BUILDERS)}"
+            )
+        get_scheme(variant.scheme)
+
+
+def build_variant(plan: Plan, variant: PlanVariant, root: Path, workers: int = 1) -> tuple[Path, bool]:
+    """(checkpoint folder, reused)."""
+    target = root / plan.checkpoint_name(variant)
+    return target, BUILDERS[variant.method](plan.model, variant, target, workers)

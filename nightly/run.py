@@ -1,0 +1,180 @@
+"""`quantgate nightly`: build the plan's variants, evaluate the baseline once and every variant on
+every suite, gate, write the report, and record everything in MLflow.
+
+Order and what survives a crash:
+1. every input is checked before any work (plan, suites, schemes);
+2. variants are built into `state/variants/` (reused when finished and unchanged);
+3. each (checkpoint, suite) pair not already in the result store is measured; each finished pair
+   is moved into the store at once (nightly/store.py), so a killed nightly loses at most the pairs
+   in flight and a rerun measures only what is missing;
+4. the results are gated, the report is written under `reports/<plan>/<nightly id>/`, and the
+   nightly is logged to MLflow (idempotently, so a rerun makes no duplicate runs), or kept in the
+   outbox when the tracking server cannot be reached (`quantgate sync` uploads it later).
+With `--shard i/n` only that slice of the matrix is measured and logged; `quantgate report
+--nightly ID` gates and reports the whole once every shard has logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gates.evaluate import GateReport
+from gates.evaluate import evaluate as evaluate_gates
+from gates.plan import Plan, load_plan
+from harness.cache import checkpoint_identity
+from harness.evaluate import EvalRequest, backend_settings, evaluate
+from harness.suites.loader import load_suite
+from nightly.build import build_variant, check_schemes
+from nightly.matrix import Pair, Shard, matrix, shard_of
+from nightly.progress import Progress
+from nightly.store import ResultStore, pair_key
+from tracking.record import NightlyRecord, default_nightly_id, nightly_record
+from tracking.results import SuiteResult, read_result_folder
+
+
+@dataclass(frozen=True)
+class NightlyRequest:
+    plan_path: Path
+    shard: Shard
+    state: Path  # state dir: variants, results, outbox, embedded MLflow
+    reports: Path  # reports root: <reports>/<plan>/<nightly id>/
+    cache_dir: Path  # baseline cache
+    tracking_uri: str | None = None
+    nightly_id: str | None = None
+    threads: int | None = None
+    workers: int = 1  # quantize workers
+
+
+@dataclass(frozen=True)
+class NightlyOutcome:
+    nightly_id: str
+    results: list[SuiteResult]
+    gates: GateReport | None  # None for a shard of a split nightly
+    report_dir: Path | None
+    tracking_message: str
+    measured: int  # pairs measured now (the rest were reused)
+
+
+def suite_ref(plan_path: Path, suite: str) -> str:
+    """A plan's suite entry for load_suite: a bare name, or a path made relative to the plan file."""
+    if "/" in suite or suite.endswith((".yaml", ".yml")):
+        return str((plan_path.parent / suite).resolve())
+    return suite
+
+
+def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, progress: Progress) -> dict[str, Path]:
+    paths = {plan.baseline_name: plan.model}
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None):
+        start = time.perf_counter()
+        path, reused = build_variant(plan, variant, request.state / "variants", request.workers)
+        paths[plan.checkpoint_name(variant)] = path
+        how = "reused" if reused else f"built in {time.perf_counter() - start:.1f}s"
+        progress.step(f"quantize {variant.name} ({variant.scheme}, {variant.method}): {how}")
+    return paths
+
+
+def _measure(
+    plan: Plan, pairs: list[Pair], paths: dict[str, Path], request: NightlyRequest, progress: Progress
+) -> tuple[dict[Pair, Path], int]:
+    """The result folder of every pair, measuring those the store does not hold yet."""
+    store = ResultStore(request.state / "results")
+    settings = backend_settings(EvalRequest([], [], request.state, request.cache_dir, threads=request.threads))
+    configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}
+    baseline_identity = checkpoint_identity(plan.model)
+    folders: dict[Pair, Path] = {}
+    measured = 0
+    for checkpoint in dict.fromkeys(p.checkpoint for p in pairs):
+        mine = [p for p in pairs if p.checkpoint == checkpoint]
+        identity = baseline_identity if checkpoint == plan.baseline_name else checkpoint_identity(paths[checkpoint])
+        for pair in mine:
+            key = pair_key(identity, baseline_identity, configs[pair.suite], settings)
+            folders[pair] = store.folder(checkpoint, pair.suite, key)
+        todo = [p for p in mine if not store.finished(folders[p])]
+        for pair in mine:
+            if pair not in todo:
+                progress.step(f"eval {pair.label}: reused")
+        if not todo:
+            continue
+        scratch = store.scratch()
+        started = time.perf_counter()
+
+        def adopt(label: str, suite: str, written: Path, todo: list[Pair] = todo) -> None:
+            nonlocal started, measured
+            pair = next((p for p in todo if p.checkpoint == label and configs[p.suite].name == suite), None)
+            if pair is None:  # the baseline's folders, rewritten beside a variant's
+                return
+            store.adopt(written, folders[pair])
+            measured += 1
+            progress.step(f"eval {pair.label}: measured in {time.perf_counter() - started:.1f}s")
+            started = time.perf_counter()
+
+        is_baseline = checkpoint == plan.baseline_name
+        evaluate(
+            EvalRequest(
+                models=[] if is_baseline else [paths[checkpoint]],
+                suites=[suite_ref(request.plan_path, p.suite) for p in todo],
+                out=scratch,
+                cache_dir=request.cache_dir,
+                baseline=plan.model,
+                threads=request.threads,
+            ),
+            on_written=adopt,
+        )
+        shutil.rmtree(scratch, ignore_errors=True)  # what is left: the baseline's folders beside a variant's
+        gc.collect()
+    return folders, measured
+
+
+def _gate_and_record(
+    plan: Plan, results: list[SuiteResult], nightly_id: str, whole: bool
+) -> tuple[GateReport | None, NightlyRecord]:
+    if not whole:
+        return None, nightly_record(plan, results, nightly_id, None)
+    report = evaluate_gates(plan, results)
+    return report, nightly_record(plan, results, nightly_id, "pass" if report.passed else "fail")
+
+
+def run_nightly(request: NightlyRequest) -> NightlyOutcome:
+    from reporting.build import write_report
+    from tracking.publish import deliver, replace_outbox_entry
+    from tracking.store import resolve_store
+
+    plan = load_plan(request.plan_path)
+    for name in plan.suites:
+        load_suite(suite_ref(request.plan_path, name))  # every suite file checked before any work
+    check_schemes(plan)
+    nightly_id = request.nightly_id or default_nightly_id(plan)
+    pairs = shard_of(matrix(plan), request.shard)
+    builds = len({p.variant.name for p in pairs if p.variant is not None})
+    progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))
+    progress.note(
+        f"nightly {nightly_id}: plan {plan.name}, shard {request.shard}, {len(pairs)} (checkpoint, suite) pairs"
+    )
+    try:
+        paths = _checkpoint_paths(plan, pairs, request, progress)
+        folders, measured = _measure(plan, pairs, paths, request, progress)
+        results = [read_result_folder(folders[p]) for p in pairs]
+        gates, record = _gate_and_record(plan, results, nightly_id, request.shard.whole)
+        store = resolve_store(request.tracking_uri)
+        delivery = deliver(store, record, request.state)
+        progress.step(delivery.message)
+        report_dir = None
+        if gates is not None:
+            report_dir = request.reports / plan.name / nightly_id
+            files = write_report(
+                report_dir, plan, results, gates, nightly_id, store if delivery.runs is not None else None
+            )
+            with_report = dataclasses.replace(record, report_files=files)
+            if delivery.runs is not None:
+                deliver(store, with_report, request.state)  # idempotent: adds the report to the parent run
+            else:
+                replace_outbox_entry(delivery.outbox_entry, with_report)
+            progress.step(f"report: {report_dir / 'report.html'}")
+    finally:
+        progress.close()
+    return NightlyOutcome(nightly_id, results, gates, report_dir, delivery.message, measured)

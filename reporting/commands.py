@@ -1,0 +1,63 @@
+"""`quantgate report`: gate and report a nightly, from local results or from MLflow (split nightlies).
+
+Exit 0 when the plan passes, 1 when it fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from quantgate.errors import InputError
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", type=Path, required=True, metavar="FILE", help="the plan (YAML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nightly", metavar="ID", help="a nightly logged to MLflow (e.g. by every --shard)")
+    source.add_argument(
+        "--results", type=Path, action="append", metavar="DIR", help="local results (quantgate eval --out); repeatable"
+    )
+    parser.add_argument("--nightly-id", help="with --results: the report's id (default: local-<plan hash>)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else state/mlflow.db)"
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports root: REPORTS/<plan>/<nightly id>/"
+    )
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from gates.evaluate import evaluate
+    from gates.plan import load_plan
+    from reporting.build import write_report
+    from reporting.fetch import fetch_nightly
+    from tracking.publish import deliver
+    from tracking.record import nightly_record
+    from tracking.results import read_results
+    from tracking.store import resolve_store, state_dir
+
+    if not args.plan.is_file():
+        raise InputError(f"{args.plan}: plan file not found")
+    if args.nightly and args.nightly_id:
+        raise InputError("--nightly-id goes with --results; --nightly already names the nightly")
+    plan = load_plan(args.plan)
+    store = resolve_store(args.tracking_uri)
+    if args.nightly:
+        nightly_id = args.nightly
+        results = fetch_nightly(store, plan, nightly_id, state_dir() / "fetched" / nightly_id)
+    else:
+        nightly_id = args.nightly_id or f"local-{plan.digest()[:8]}"
+        results = [result for folder in args.results for result in read_results(folder)]
+    gates = evaluate(plan, results)
+    folder = args.reports.resolve() / plan.name / nightly_id
+    files = write_report(folder, plan, results, gates, nightly_id, store)
+    if args.nightly:  # the whole nightly is known now: record its verdict and report with it
+        record = nightly_record(plan, results, nightly_id, "pass" if gates.passed else "fail")
+        print(deliver(store, dataclasses.replace(record, report_files=files)).message)
+    for reason in gates.reasons:
+        print(f"  {reason}")
+    print(f"report: {folder / 'report.html'}")
+    print(f"verdict: {'PASS' if gates.passed else 'FAIL'}")
+    return 0 if gates.passed else 1
