@@ -81,11 +81,13 @@ def output_specs(
 def quantize_shard(job: ShardJob) -> ShardResult:
     scheme = QuantizationScheme.model_validate_json(job.scheme_json)
     reader = ShardReader(job.source)
-    by_shape: dict = {}
-    specs = {e.name: output_specs(e, e.name in job.quantized, scheme, by_shape) for e in reader.entries}
-    outputs = {name: t for per_entry in specs.values() for name, t in per_entry.items()}
-    writer = ShardWriter(job.target, [(n, t.dtype, tuple(t.shape)) for n, t in outputs.items()], SAFETENSORS_METADATA)
+    writer = None
     try:
+        by_shape: dict = {}
+        specs = {e.name: output_specs(e, e.name in job.quantized, scheme, by_shape) for e in reader.entries}
+        outputs = {name: t for per_entry in specs.values() for name, t in per_entry.items()}
+        tensors = [(n, t.dtype, tuple(t.shape)) for n, t in outputs.items()]
+        writer = ShardWriter(job.target, tensors, SAFETENSORS_METADATA)
         for entry in reader.entries:
             if entry.name not in job.quantized:
                 _copy(job, reader, writer, entry)
@@ -98,7 +100,9 @@ def quantize_shard(job: ShardJob) -> ShardResult:
         source_sha = reader.close()
         sha = writer.close()
     except BaseException:
-        writer.abort()
+        reader.abort()
+        if writer is not None:
+            writer.abort()
         raise
     quantized_outputs = [t for name in job.quantized for t in specs[name].values()]
     return ShardResult(

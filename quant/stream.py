@@ -127,6 +127,9 @@ class ShardReader:
         self._file.close()
         return self.digest.hexdigest()
 
+    def abort(self) -> None:
+        self._file.close()
+
 
 def layout(tensors: list[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str]) -> tuple[bytes, dict]:
     """save_file's layout: (header bytes with length prefix, name -> (file offset, nbytes))."""
@@ -178,6 +181,7 @@ class ShardWriter:
         if short:
             raise RuntimeError(f"{self.path}: tensors not fully written: {short[:3]}")
         os.close(self._fd)
+        self._fd = -1
         digest = hashlib.sha256()
         buffer = bytearray(READ_CHUNK)
         with self.path.open("rb", buffering=0) as handle:
@@ -187,4 +191,5 @@ class ShardWriter:
         return digest.hexdigest()
 
     def abort(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
