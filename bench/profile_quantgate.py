@@ -4,14 +4,18 @@ The page cache is dropped first (bench/measure.py), so reads are cold. Time is r
 phase by the cumulative time of the functions that do it, found by name in the profile, so the
 phases follow quant/ as it is (a function it no longer calls shows as absent):
 
-  hash       quant.source.sha256_file: the source's identity and the manifest's output hashes
+  hash       sha256 updates: the source shards as they are read, the output shards once written,
+             the index and the small side files
   headers    quant.source.load_source: safetensors headers and checks
-  read       safe_open.get_tensor: copying each tensor out of the memory-mapped shard
-  finite     quant.shards._check_finite: the NaN/Inf check
-  qparams    quant.rtn.weight_qparams: min/max and scales
-  quantize   compressed-tensors' quantize(): round and clamp to int8 / float8
-  pack       compressed-tensors' pack_to_int32
-  write      safetensors.torch.save_file: serialising and writing each output shard
+  read       FileIO.readinto: the source shards (cold, from disk) and the output shards back from the
+             page cache for their hash
+  absmax     quant.kernels.absmax_blocks: max |x| per scale block, which is also the NaN/Inf check
+  finite     quant.kernels.all_finite: the NaN/Inf check of tensors kept as they are
+  qparams    compressed-tensors' calculate_qparams: scales from the maxima
+  quantize   quant.kernels.quant_int / quant_fp8_block: fused divide, round, clamp and pack
+  reference  quant.rtn.compress_weight: compressed-tensors' own path (weights without a fused
+             kernel, and once per weight shape to plan the output layout)
+  write      os.pwrite: writing output tensors at their place in the output shard
 
 Usage: .venv/bin/python bench/profile_quantgate.py MODEL_DIR --scheme NAME [--out DIR] [--top 15]
 """
@@ -34,14 +38,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 # phase -> (file name suffix, function name) whose cumulative time is the phase's
 PHASES: dict[str, tuple[str, str]] = {
-    "hash": ("quant/source.py", "sha256_file"),
+    "hash": ("~", "<method 'update' of '_hashlib.HASH' objects>"),
     "headers": ("quant/source.py", "load_source"),
-    "read": ("~", "<method 'get_tensor' of 'builtins.safe_open' objects>"),
-    "finite": ("quant/shards.py", "_check_finite"),
-    "qparams": ("quant/rtn.py", "weight_qparams"),
-    "quantize": ("quantization/lifecycle/forward.py", "quantize"),
-    "pack": ("pack_quantized/helpers.py", "pack_to_int32"),
-    "write": ("safetensors/torch.py", "save_file"),
+    "read": ("~", "<method 'readinto' of '_io.FileIO' objects>"),
+    "absmax": ("quant/kernels.py", "absmax_blocks"),
+    "finite": ("quant/kernels.py", "all_finite"),
+    "qparams": ("quantization/utils/helpers.py", "calculate_qparams"),
+    "quantize": ("quant/kernels.py", "quant_int"),
+    "quantize_fp8": ("quant/kernels.py", "quant_fp8_block"),
+    "reference": ("quant/rtn.py", "compress_weight"),
+    "write": ("~", "<built-in method posix.pwrite>"),
 }
 
 

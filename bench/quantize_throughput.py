@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="quantgate worker processes and llm-compressor threads (default: CPUs)",
+        help="quantgate and llm-compressor worker threads (default: CPUs)",
     )
     parser.add_argument(
         "--workdir",
@@ -249,7 +249,7 @@ def print_report(results: dict) -> None:
     print(
         f"machine: {results['machine']['cpus']} CPUs, load average at start "
         f"{results['machine']['load_average_at_start'][0]:.1f}; workers: {results['args']['workers']} "
-        "(quantgate: processes, llm-compressor: threads)"
+        "(threads in both tools)"
     )
     print()
     header = (

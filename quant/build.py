@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
-from multiprocessing import get_context
 from pathlib import Path
 
+import torch
 from compressed_tensors.compressors import ModelCompressor
 
 from quant.manifest import (
@@ -80,12 +80,12 @@ def quantize(request: QuantizeRequest) -> Outcome:
     target = (request.out or default_output(model, request.scheme, request.output_root)).resolve()
     if target.exists() and not (target / MANIFEST_NAME).is_file():
         raise InputError(f"{target}: exists and is not a quantgate checkpoint (no {MANIFEST_NAME})")
-    index_sha, shard_sha = source_hashes(source)
-    identity = SourceIdentity(name=model.name, index_sha256=index_sha, shard_sha256=shard_sha)
     resolved = resolve_scheme(request.scheme)
 
     if target.exists():
         existing = load_manifest(target)
+        index_sha, shard_sha = source_hashes(source)  # only here are shards hashed apart from reading them
+        identity = SourceIdentity(name=model.name, index_sha256=index_sha, shard_sha256=shard_sha)
         if (
             existing.source == identity
             and existing.scheme == resolved
@@ -99,7 +99,7 @@ def quantize(request: QuantizeRequest) -> Outcome:
     scratch = target.parent / f".{target.name}{TMP_MARKER}{os.getpid()}"
     try:
         scratch.mkdir()
-        manifest = _write_checkpoint(source, request, plan.quantized, scratch, identity, resolved)
+        manifest = _write_checkpoint(source, request, plan.quantized, scratch, resolved)
         if target.exists():  # an outdated quantgate checkpoint (checked above): replace it
             shutil.rmtree(target)
         scratch.rename(target)
@@ -132,7 +132,6 @@ def _write_checkpoint(
     request: QuantizeRequest,
     quantized: frozenset[str],
     scratch: Path,
-    identity: SourceIdentity,
     resolved: ResolvedScheme,
 ) -> Manifest:
     scheme = request.scheme
@@ -153,11 +152,17 @@ def _write_checkpoint(
     # compressed-tensors writes quantization_config (with its version) into config.json itself
     ModelCompressor(quantization_config=scheme.quantization_config()).update_config(str(scratch))
 
+    shards = {r.shard: OutputFile(sha256=r.sha256, bytes=r.bytes) for r in results}  # hashed as written
     files = {
-        path.name: OutputFile(sha256=sha256_file(path), bytes=path.stat().st_size)
+        path.name: shards.get(path.name) or OutputFile(sha256=sha256_file(path), bytes=path.stat().st_size)
         for path in sorted(scratch.iterdir())
         if path.name != MANIFEST_NAME
     }
+    identity = SourceIdentity(
+        name=source.path.name,
+        index_sha256=sha256_file(source.path / INDEX_NAME),
+        shard_sha256={job.source.name: r.source_sha256 for job, r in zip(jobs, results, strict=True)},
+    )
     source_elements = sum(r.source_elements for r in results)
     quantized_elements = sum(r.quantized_source_elements for r in results)
     manifest = Manifest(
@@ -180,18 +185,33 @@ def _write_checkpoint(
 
 
 def _run_jobs(jobs: list[ShardJob], workers: int, scratch: Path) -> list[ShardResult]:
-    """Shards in parallel processes when workers > 1; the index is rewritten as each shard lands."""
-    results: list[ShardResult] = []
-    if workers == 1:
-        for job in jobs:
-            results.append(quantize_shard(job))
-            _write_index(scratch, results)
-        return results
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        for result in pool.map(quantize_shard, jobs):
-            results.append(result)
-            _write_index(scratch, results)
-    return results
+    """Shards in `workers` threads of this process (the kernels, reads, writes and hashing release
+    the GIL), each with its share of torch's threads; the index is rewritten as each shard lands.
+    Results come back in the order of `jobs`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        if workers == 1:
+            results: list[ShardResult] = []
+            for job in jobs:
+                results.append(quantize_shard(job))
+                _write_index(scratch, results)
+            return results
+        with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            # largest shards first, so that the last ones to finish are the small ones
+            by_size = sorted(range(len(jobs)), key=lambda i: -jobs[i].source.stat().st_size)
+            futures = {i: pool.submit(quantize_shard, jobs[i]) for i in by_size}
+            done: list[ShardResult] = []
+            try:
+                for i in by_size:
+                    done.append(futures[i].result())
+                    _write_index(scratch, done)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+            return [futures[i].result() for i in range(len(jobs))]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _write_index(scratch: Path, results: list[ShardResult]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from quant.build import Outcome, QuantizeRequest, quantize
@@ -17,7 +18,9 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", help=f"registered scheme: {', '.join(scheme_names())}")
     parser.add_argument("--out", type=Path, help="output directory (default: beside the model, named)")
     parser.add_argument("--variants", type=Path, help="YAML file describing several variants to build")
-    parser.add_argument("--workers", type=int, default=None, help="shards quantized in parallel (processes)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="shards quantized in parallel (threads; default: CPUs)"
+    )
 
 
 def _report(outcome: Outcome) -> None:
@@ -40,7 +43,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         return 0
     if args.model is None or args.scheme is None:
         raise InputError("quantize: give --model and --scheme, or --variants FILE")
-    request = QuantizeRequest(args.model, get_scheme(args.scheme), out=args.out, workers=args.workers or 1)
+    workers = args.workers if args.workers is not None else os.cpu_count() or 1
+    request = QuantizeRequest(args.model, get_scheme(args.scheme), out=args.out, workers=workers)
     _report(quantize(request))
     return 0
 

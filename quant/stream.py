@@ -1,0 +1,195 @@
+"""Streaming safetensors I/O: read a shard front to back while hashing it, write one tensor at a time.
+
+`ShardReader` reads a source shard sequentially (header, then every tensor in file order) with
+plain reads into a reused buffer, so nothing is memory-mapped and the sha256 of the file comes
+out of the same pass. `ShardWriter` lays the output out up front from the tensors' shapes and
+dtypes, exactly as `safetensors.torch.save_file` would (same header, same order, same bytes),
+writes the header, and then each tensor's bytes at their place as they are produced, so an
+output shard is never held in memory. Its sha256 is taken when the shard is complete, reading
+it back from the page cache, and the written pages are then handed to writeback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from quantgate.errors import InputError
+
+# safetensors' spelling of each dtype, in the order of its Dtype enum (save_file sorts by it, descending)
+DTYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "I16": torch.int16,
+    "U16": torch.uint16,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I32": torch.int32,
+    "U32": torch.uint32,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "U64": torch.uint64,
+}
+NAMES = {dtype: name for name, dtype in DTYPES.items()}
+RANK = {name: rank for rank, name in enumerate(DTYPES)}
+READ_CHUNK = 16 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # byte offset in the file (header included)
+    nbytes: int
+
+
+def nbytes_of(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def read_header(path: Path) -> tuple[int, list[Entry]]:
+    """(header bytes incl. the length prefix, tensors in file order); the file must be exactly covered."""
+    with path.open("rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_len))
+    data_start = 8 + header_len
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        entries.append(Entry(name, DTYPES[info["dtype"]], tuple(info["shape"]), data_start + begin, end - begin))
+    entries.sort(key=lambda e: e.start)
+    position = data_start
+    for entry in entries:
+        if entry.start != position:
+            raise InputError(f"{path}: tensor {entry.name} does not start where the previous one ends")
+        position += entry.nbytes
+    if position != path.stat().st_size:
+        raise InputError(f"{path}: truncated or padded ({path.stat().st_size} bytes, header says {position})")
+    return data_start, entries
+
+
+class ShardReader:
+    """Sequential reads of one shard; every byte read is hashed in file order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data_start, self.entries = read_header(path)
+        self.digest = hashlib.sha256()
+        self._file = path.open("rb", buffering=0)
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        self.position = 0
+        self._buffer = torch.empty(0, dtype=torch.uint8)
+        self._skip_to(self.data_start)  # the header: hashed like the rest
+
+    def read(self, entry: Entry, offset: int, nbytes: int) -> torch.Tensor:
+        """The next `nbytes` of `entry` starting `offset` bytes in, as uint8 (valid until the next read)."""
+        if entry.start + offset != self.position:
+            raise ValueError(f"{self.path}: out-of-order read of {entry.name}")
+        if self._buffer.numel() < nbytes:
+            self._buffer = torch.empty(max(nbytes, READ_CHUNK), dtype=torch.uint8)
+        view = self._buffer[:nbytes]
+        memory = memoryview(view.numpy())
+        done = 0
+        while done < nbytes:
+            got = self._file.readinto(memory[done:])
+            if not got:
+                raise InputError(f"{self.path}: ends inside tensor {entry.name}")
+            done += got
+        self.digest.update(memory)
+        self.position += nbytes
+        return view
+
+    def _skip_to(self, position: int) -> None:
+        while self.position < position:
+            chunk = self._file.read(min(READ_CHUNK, position - self.position))
+            if not chunk:
+                raise InputError(f"{self.path}: ends at byte {self.position}")
+            self.digest.update(chunk)
+            self.position += len(chunk)
+
+    def close(self) -> str:
+        """sha256 of the whole file, which must have been read to its end."""
+        if self._file.read(1):
+            raise InputError(f"{self.path}: bytes after the last tensor")
+        self._file.close()
+        return self.digest.hexdigest()
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+def layout(tensors: list[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str]) -> tuple[bytes, dict]:
+    """save_file's layout: (header bytes with length prefix, name -> (file offset, nbytes))."""
+    order = sorted(tensors, key=lambda t: (-RANK[NAMES[t[1]]], t[0]))
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    places = {}
+    offset = 0
+    for name, dtype, shape in order:
+        size = nbytes_of(dtype, shape)
+        header[name] = {"dtype": NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        places[name] = (offset, size)
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    prefix = len(text).to_bytes(8, "little") + text
+    return prefix, {name: (len(prefix) + start, size) for name, (start, size) in places.items()}
+
+
+class ShardWriter:
+    """Writes an output shard tensor by tensor (any order, any pieces) into its precomputed layout."""
+
+    def __init__(
+        self, path: Path, tensors: list[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str]
+    ) -> None:
+        self.path = path
+        prefix, self.places = layout(tensors, metadata)
+        self.size = len(prefix) + sum(size for _, size in self.places.values())
+        self.written = dict.fromkeys(self.places, 0)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._pwrite(prefix, 0)
+
+    def write(self, name: str, data: torch.Tensor, offset: int = 0) -> None:
+        """`data`'s bytes at `offset` bytes into tensor `name`."""
+        raw = data.contiguous().view(-1).view(torch.uint8) if data.numel() else data.new_empty(0, dtype=torch.uint8)
+        start, size = self.places[name]
+        if offset + raw.numel() > size:
+            raise ValueError(f"{self.path}: {name} overflows its {size} bytes")
+        self._pwrite(memoryview(raw.numpy()), start + offset)
+        self.written[name] += raw.numel()
+
+    def _pwrite(self, data: bytes | memoryview, position: int) -> None:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], position + done)
+
+    def close(self) -> str:
+        """Checks every tensor is whole; returns the file's sha256 and starts its writeback."""
+        short = [name for name, size in self.places.items() if self.written[name] != size[1]]
+        if short:
+            raise RuntimeError(f"{self.path}: tensors not fully written: {short[:3]}")
+        os.close(self._fd)
+        self._fd = -1
+        digest = hashlib.sha256()
+        buffer = bytearray(READ_CHUNK)
+        with self.path.open("rb", buffering=0) as handle:
+            while n := handle.readinto(buffer):
+                digest.update(memoryview(buffer)[:n])
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # starts writeback now
+        return digest.hexdigest()
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
