@@ -1,6 +1,7 @@
 """Calibration samples for GPTQ: held-out text and tool-use dialogues rendered with the chat template.
 
-A source is `KIND:PATH[START:STOP]` (rows START..STOP-1 of a JSONL file; default: all rows):
+A source is `KIND:PATH[START:STOP]` (rows START..STOP-1 of a JSONL file; default: all rows; a
+relative PATH is looked up in the working directory, then in the repository):
 `text` reads each row's `text`;
 `chat` renders each row's `messages` + `tools` (a tool-use scenario; tools by name resolve
 through `harness.tools.schemas`)
@@ -29,6 +30,7 @@ from harness.tools.schemas import TOOL_SCHEMAS
 from quant.gptq.report import CalibrationSet
 from quantgate.errors import InputError
 
+REPOSITORY = Path(__file__).resolve().parents[2]
 SOURCE_RE = re.compile(r"^(text|chat):(.+?)(?:\[(\d*):(\d*)\])?$")
 DEFAULT_SOURCES = (
     "text:suites/data/tinyk2/heldout_text.jsonl[0:100]",
@@ -81,6 +83,8 @@ def _documents(source: str, tokenizer, root: Path) -> list[list[int]]:
         raise InputError(f"calibration source {source!r}: expected KIND:PATH[START:STOP], KIND text or chat")
     kind, path_text, start, stop = match.groups()
     path = Path(path_text) if Path(path_text).is_absolute() else root / path_text
+    if not path.exists() and (REPOSITORY / path_text).exists():
+        path = REPOSITORY / path_text  # the bundled suites' data, from any working directory
     rows = _rows(path, int(start) if start else None, int(stop) if stop else None, source)
     docs = []
     for number, row in enumerate(rows):

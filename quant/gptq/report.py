@@ -52,6 +52,5 @@ class LayerStats(_Strict):
 class GPTQReport(_Strict):
     options: GPTQOptions
     calibration: CalibrationSet
-    world_size: int  # torch.distributed processes that made it (does not change the bytes)
     layers: list[LayerStats]
     fallbacks: dict[str, int]  # reason -> modules, over the whole model

@@ -188,7 +188,7 @@ def _quantize(request: GPTQRequest, ranks: Ranks) -> Outcome | None:
             return None
         fallbacks = {r: sum(len(s.fallbacks.get(r, [])) for s in report_layers) for r in FALLBACK_REASONS}
         report = GPTQReport(
-            options=request.options, calibration=calibration, world_size=ranks.world, layers=report_layers,
+            options=request.options, calibration=calibration, layers=report_layers,
             fallbacks=fallbacks,
         )  # fmt: skip
         outcome = write_checkpoint(source, scheme, plan.quantized, target, report)
