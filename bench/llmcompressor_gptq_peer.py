@@ -1,8 +1,8 @@
 """The peer run of bench/gptq_vs_llmcompressor.py: llm-compressor's GPTQModifier oneshot.
 
 Runs inside the llm-compressor venv (bench/setup_llmcompressor_venv.sh), never in quantgate's.
-The model is loaded with llm-compressor's `load_quantizable_moe` (transformers 5 fuses the
-DeepseekV3 experts; this loads them as per-expert Linear modules so GPTQ can quantize each),
+transformers 5 fuses the DeepseekV3 experts; llm-compressor's `linearize_moe` turns them into
+per-expert Linear modules after loading so GPTQ can quantize each,
 calibrated on exactly the token ids quantgate uses (a JSON list of rows), with quantgate's
 compressed-tensors scheme and ignore list, then saved compressed.
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from compressed_tensors.quantization import QuantizationScheme
     from datasets import Dataset
     from llmcompressor import oneshot
-    from llmcompressor.modeling.moe.linearize import load_quantizable_moe
+    from llmcompressor.modeling.moe.linearize import linearize_moe
     from llmcompressor.modifiers.quantization import GPTQModifier
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     imported = time.perf_counter()
     spec = json.loads(args.spec.read_text())
     rows = json.loads(args.calibration.read_text())
-    with load_quantizable_moe():
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16)
+    # load_quantizable_moe() (linearized loading) fails in this venv: transformers 5.17's patch
+    # mapping imports every model module, and aria's needs torchvision, which is not installed.
+    # linearize_moe() after a plain load is llm-compressor's documented post-load path instead.
+    model = linearize_moe(AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     loaded = time.perf_counter()
     dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
-from compressed_tensors.quantization import QuantizationArgs
+from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.lifecycle.forward import fake_quantize
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -23,7 +23,7 @@ from quant.gptq.calibration import CalibrationSpec, build_calibration
 from quant.gptq.gptq import GPTQ, ColumnQuantizer, HessianFailure
 from quant.gptq.heldout import kl_mean, perplexity, score
 from quant.gptq.layerwise import LayerRunner, ShardReader, build_layer, embed, load_config
-from quant.gptq.modules import quantize_module
+from quant.gptq.modules import compress, quantize_module
 from quant.gptq.report import FEW_TOKENS, HESSIAN, GPTQOptions
 from quant.gptq.run import GPTQRequest, quantize_gptq
 from quant.manifest import load_manifest, verify_files
@@ -81,6 +81,11 @@ def test_gptq_lowers_output_error_and_keeps_rtn_scales(actorder: str) -> None:
     assert torch.equal(result.qparams["weight_scale"], weight_qparams(weight, INT4_G32)["weight_scale"])
     w = weight.float()
     assert ((x @ (result.dequantized - w).T) ** 2).sum() < 0.8 * ((x @ (rtn.dequantized - w).T) ** 2).sum()
+    scheme = QuantizationScheme(targets=["Linear"], weights=INT4_G32, format="pack-quantized")
+    packed = compress(result, scheme)  # compressed-tensors' packing of GPTQ's integers
+    ints = unpack_from_int32(packed["weight_packed"], 4, torch.Size(packed["weight_shape"].tolist()))  # [O, I]
+    scale = packed["weight_scale"].float().repeat_interleave(32, dim=1)  # [O, I]
+    assert torch.equal(ints.float() * scale, result.dequantized)
 
 
 def test_bad_hessian_falls_back_to_rtn() -> None:
@@ -95,11 +100,9 @@ def test_bad_hessian_falls_back_to_rtn() -> None:
             gptq.quantize(weight.float(), weight_qparams(weight, args), args, 128, 0.01, False)
         result = quantize_module(weight, gptq, args, GPTQOptions(), expert_tokens=None)
         assert result.fallback == HESSIAN
-        assert torch.equal(result.dequantized, fake_quantize(weight, **_fq(weight, args), args=args).float())
-
-
-def _fq(weight: torch.Tensor, args: QuantizationArgs) -> dict:
-    return {"scale": weight_qparams(weight, args)["weight_scale"], "zero_point": None}
+        scheme = QuantizationScheme(targets=["Linear"], weights=args, format="pack-quantized")
+        packed, rtn = compress(result, scheme), compress_weight(weight, scheme)  # the fallback is RTN's bytes
+        assert packed.keys() == rtn.keys() and all(torch.equal(packed[k], rtn[k]) for k in rtn)
 
 
 # -- MoE calibration -----------------------------------------------------------------------------
@@ -234,11 +237,6 @@ def test_output_is_rtn_layout_with_gptq_manifest(built, gptq_built) -> None:
             for key in a.keys():
                 assert a.get_slice(key).get_dtype() == b.get_slice(key).get_dtype()
                 assert a.get_slice(key).get_shape() == b.get_slice(key).get_shape()
-    # the packed ints decode to GPTQ's weights: unpack equals round(dequantized / scale)
-    module = "model.layers.2.mlp.experts.3.down_proj"
-    packed = _tensors(gptq.path, module)
-    ints = unpack_from_int32(packed["weight_packed"], 4, torch.Size(packed["weight_shape"].tolist()))
-    assert ints.abs().max() <= 8 and ints.dtype == torch.int8
 
 
 def test_cli_rejects_a_bad_calibration_source(model_copy: Path, tmp_path: Path, capsys) -> None:
