@@ -35,6 +35,9 @@ def add_gptq_arguments(parser: argparse.ArgumentParser) -> None:
         help="routed experts with fewer calibration tokens fall back to RTN",
     )  # fmt: skip
     group.add_argument("--calibrate-all-experts", action="store_true", help="every expert's Hessian sees every token")
+    group.add_argument(
+        "--routing-weighted", action="store_true", help="weight routed tokens' Hessian terms by routing weight^2"
+    )
     group.add_argument("--threads", type=int, default=DEFAULTS.threads, help="torch threads per process")
 
 
@@ -45,7 +48,7 @@ def gptq_request(
         options = GPTQOptions(
             block_size=args.block_size, dampening=args.dampening, actorder=args.actorder, observer=args.observer,
             min_expert_tokens=args.min_expert_tokens, calibrate_all_experts=args.calibrate_all_experts,
-            threads=args.threads,
+            routing_weighted=args.routing_weighted, threads=args.threads,
         )  # fmt: skip
         calibration = CalibrationSpec(
             sources=tuple(args.calibration or DEFAULT_SOURCES), samples=args.calibration_samples,

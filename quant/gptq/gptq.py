@@ -41,8 +41,10 @@ class GPTQ:
         self.xtx = torch.zeros(columns, columns, dtype=torch.float64)  # [I, I] sum of x^T x
         self.rows = 0
 
-    def add_batch(self, inputs: torch.Tensor) -> None:
+    def add_batch(self, inputs: torch.Tensor, row_weights: torch.Tensor | None = None) -> None:
         x = inputs.reshape(-1, self.columns).to(torch.float64)  # [n, I]
+        if row_weights is not None:  # H = 2/n sum_i w_i^2 x_i x_i^T
+            x = x * row_weights.reshape(-1, 1).to(torch.float64)
         self.xtx += x.T @ x
         self.rows += x.shape[0]
 

@@ -32,7 +32,8 @@ from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
 from quant.source import SourceCheckpoint
 from quantgate.errors import InputError
 
-Observer = Callable[[int, str, torch.Tensor], None]  # (expert, "gate_proj"|"up_proj"|"down_proj", [n, in])
+# (expert, "gate_proj"|"up_proj"|"down_proj", inputs [n, in], routing weights [n] or None)
+Observer = Callable[[int, str, torch.Tensor, torch.Tensor | None], None]
 EMBED = "model.embed_tokens.weight"
 
 
@@ -55,9 +56,9 @@ class UnfusedExperts(nn.ModuleList):
         self.tokens = torch.zeros(self.num_experts, dtype=torch.int64, device="cpu")
 
     def _observe_all(self, expert: DeepseekV3MLP, index: int, hidden: torch.Tensor) -> None:
-        self.observe(index, "gate_proj", hidden)
-        self.observe(index, "up_proj", hidden)
-        self.observe(index, "down_proj", expert.act_fn(expert.gate_proj(hidden)) * expert.up_proj(hidden))
+        self.observe(index, "gate_proj", hidden, None)
+        self.observe(index, "up_proj", hidden, None)
+        self.observe(index, "down_proj", expert.act_fn(expert.gate_proj(hidden)) * expert.up_proj(hidden), None)
 
     def forward(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
         # hidden: [N, H]; top_k_index, top_k_weights: [N, k]
@@ -72,11 +73,12 @@ class UnfusedExperts(nn.ModuleList):
                 continue
             routed = hidden[token_idx]  # [n_e, H]
             inner = expert.act_fn(expert.gate_proj(routed)) * expert.up_proj(routed)  # [n_e, I_moe]
+            weights = top_k_weights[token_idx, slot]  # [n_e]
             if self.observe is not None and not self.calibrate_all:
-                self.observe(index, "gate_proj", routed)
-                self.observe(index, "up_proj", routed)
-                self.observe(index, "down_proj", inner)
-            y = expert.down_proj(inner) * top_k_weights[token_idx, slot, None]  # [n_e, H]
+                self.observe(index, "gate_proj", routed, weights)
+                self.observe(index, "up_proj", routed, weights)
+                self.observe(index, "down_proj", inner, weights)
+            y = expert.down_proj(inner) * weights[:, None]  # [n_e, H]
             out.index_add_(0, token_idx, y.to(out.dtype))
         return out
 

@@ -24,6 +24,7 @@ class GPTQOptions(_Strict):
     observer: Literal["minmax", "mse"] = "minmax"  # how the fixed scales are chosen before GPTQ
     min_expert_tokens: int = Field(16, ge=0)  # fewer routed tokens: the expert falls back to RTN
     calibrate_all_experts: bool = False  # every expert's Hessian sees every token (output stays routed)
+    routing_weighted: bool = False  # weight each routed token's Hessian term by its routing weight squared
     batch_size: int = Field(8, ge=1)  # calibration rows per forward
     threads: int = Field(1, ge=1)  # torch threads per process; BLAS reduction order (so the bytes) depends on it
 

@@ -87,7 +87,8 @@ def _expert_of(module: str) -> int | None:
 class _Collector:
     """Hessian accumulators for this rank's modules of one layer, fed by hooks and by the experts."""
 
-    def __init__(self, layer: torch.nn.Module, owned: list[str]) -> None:
+    def __init__(self, layer: torch.nn.Module, owned: list[str], routing_weighted: bool) -> None:
+        self.routing_weighted = routing_weighted
         self.gptq = {m: GPTQ(layer.get_submodule(m).in_features) for m in owned}
         self.hooks = [
             layer.get_submodule(m).register_forward_pre_hook(lambda _mod, args, m=m: self.gptq[m].add_batch(args[0]))
@@ -95,10 +96,10 @@ class _Collector:
             if _expert_of(m) is None
         ]
 
-    def observe(self, expert: int, projection: str, inputs: torch.Tensor) -> None:
+    def observe(self, expert: int, projection: str, inputs: torch.Tensor, weights: torch.Tensor | None) -> None:
         accumulator = self.gptq.get(f"{EXPERT_PREFIX}{expert}.{projection}")
         if accumulator is not None:
-            accumulator.add_batch(inputs)
+            accumulator.add_batch(inputs, weights if self.routing_weighted else None)
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -110,7 +111,7 @@ def _quantize_layer(
     scheme: Scheme, options: GPTQOptions, ranks: Ranks,
 ) -> tuple[dict[str, ModuleResult], list[int] | None]:  # fmt: skip
     owned = [m for position, m in enumerate(modules) if ranks.owns(position)]
-    collector = _Collector(layer, owned)
+    collector = _Collector(layer, owned, options.routing_weighted)
     experts = layer.mlp.experts if isinstance(getattr(layer.mlp, "experts", None), UnfusedExperts) else None
     if experts is not None:
         experts.observe, experts.calibrate_all = collector.observe, options.calibrate_all_experts

@@ -126,7 +126,7 @@ def test_layerwise_forward_matches_transformers_and_experts_see_their_routed_tok
     layer = build_layer(config, 1, reader.layer_tensors(1))
     experts = layer.mlp.experts
     captured: dict[tuple[int, str], torch.Tensor] = {}
-    experts.observe = lambda e, proj, x: captured.__setitem__((e, proj), x.clone())
+    experts.observe = lambda e, proj, x, _w: captured.__setitem__((e, proj), x.clone())
     routed_out = runner.run(layer, inputs_of_layer_1)
     with torch.no_grad():
         attn_out = inputs_of_layer_1 + layer.self_attn(
