@@ -19,7 +19,9 @@ class _Strict(BaseModel):
 
 class GPTQOptions(_Strict):
     block_size: int = Field(128, ge=1)
-    dampening: float = Field(0.01, gt=0)  # fraction of mean(diag H) added to the diagonal
+    # fraction of mean(diag H) added to the diagonal; 0.1, not the usual 0.01: measured better at 3 and 4 bits
+    # on the bundled model (README, GPTQ)
+    dampening: float = Field(0.1, gt=0)
     actorder: Literal["none", "static"] = "static"  # compressed-tensors ActivationOrdering; static == weight
     observer: Literal["minmax", "mse"] = "minmax"  # how the fixed scales are chosen before GPTQ
     min_expert_tokens: int = Field(16, ge=0)  # fewer routed tokens: the expert falls back to RTN

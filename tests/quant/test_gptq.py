@@ -33,7 +33,7 @@ from quant.source import load_source
 from quantgate.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-CALIBRATION = CalibrationSpec(samples=16, sample_length=256)  # 4096 tokens, ~1000 per routed expert
+CALIBRATION = CalibrationSpec()  # the default: 64 x 256 tokens, ~4000 per routed expert
 TINY = CalibrationSpec(samples=2, sample_length=64)
 INT4_G32 = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=32)
 
@@ -227,10 +227,10 @@ def test_output_is_rtn_layout_with_gptq_manifest(built, gptq_built) -> None:
     gptq, rtn = gptq_built("w4a16-g128"), built("w4a16-g128")
     manifest = load_manifest(gptq.path)
     assert manifest.method == "gptq" and verify_files(gptq.path, manifest) == []
-    assert manifest.gptq.calibration.samples == CALIBRATION.samples
+    assert manifest.gptq.calibration.samples == CALIBRATION.samples == 64
     assert len(manifest.gptq.calibration.sha256) == 64
     assert [s.layer for s in manifest.gptq.layers] == [0, 1, 2, 3]
-    assert all(sum(s.tokens_per_expert) == 4 * 16 * 256 for s in manifest.gptq.layers if s.tokens_per_expert)
+    assert all(sum(s.tokens_per_expert) == 4 * 64 * 256 for s in manifest.gptq.layers if s.tokens_per_expert)
     for shard in sorted(rtn.path.glob("*.safetensors")):
         with safe_open(shard, "pt") as a, safe_open(gptq.path / shard.name, "pt") as b:
             assert sorted(a.keys()) == sorted(b.keys())
