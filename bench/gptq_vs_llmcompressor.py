@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from bench.measure import run_measured  # noqa: E402
 from quant.build import QuantizeRequest, quantize  # noqa: E402
 from quant.gptq.calibration import CalibrationSpec, build_calibration  # noqa: E402
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    torch.set_num_threads(args.threads)  # the scoring here too: oversubscribed threads crawl on a shared CPU
     work = Path(tempfile.mkdtemp(prefix="gptq-bench-", dir=args.workdir))
     options = GPTQOptions(threads=args.threads, calibrate_all_experts=args.calibrate_all_experts)
     spec = CalibrationSpec(samples=args.samples, sample_length=args.length)
