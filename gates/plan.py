@@ -43,7 +43,7 @@ class _Strict(BaseModel):
 class PlanVariant(_Strict):
     name: str = Field(min_length=1)
     scheme: str  # a registered scheme name (quant/schemes.py)
-    method: Literal["rtn"]
+    method: Literal["rtn", "gptq"]
     calibration: str | None = None  # calibration set, for methods that use one
     group: str = Field(min_length=1)
     canary: bool = False

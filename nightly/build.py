@@ -12,6 +12,7 @@ from pathlib import Path
 from gates.plan import Plan, PlanVariant
 from quantgate.errors import InputError
 
+REPO_ROOT = Path(__file__).resolve().parents[1]  # default calibration sources are relative to it
 Builder = Callable[[Path, PlanVariant, Path, int], bool]  # (model, variant, target, workers) -> reused
 
 
@@ -22,7 +23,26 @@ def _build_rtn(model: Path, variant: PlanVariant, target: Path, workers: int) ->
     return quantize(QuantizeRequest(model=model, scheme=get_scheme(variant.scheme), out=target, workers=workers)).reused
 
 
-BUILDERS: dict[str, Builder] = {"rtn": _build_rtn}
+def _build_gptq(model: Path, variant: PlanVariant, target: Path, workers: int) -> bool:
+    import torch
+
+    from quant.gptq.calibration import CalibrationSpec
+    from quant.gptq.run import GPTQRequest, quantize_gptq
+    from quant.schemes import get_scheme
+
+    calibration = CalibrationSpec(sources=(variant.calibration,)) if variant.calibration else CalibrationSpec()
+    threads = torch.get_num_threads()  # GPTQ pins its own thread count (part of its output's identity)
+    try:
+        outcome = quantize_gptq(
+            GPTQRequest(model=model, scheme=get_scheme(variant.scheme), out=target, calibration=calibration,
+                        data_root=REPO_ROOT)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return outcome.reused
+
+
+BUILDERS: dict[str, Builder] = {"rtn": _build_rtn, "gptq": _build_gptq}
 
 
 def check_schemes(plan: Plan) -> None:

@@ -88,6 +88,7 @@ def quantize(request: QuantizeRequest) -> Outcome:
         identity = SourceIdentity(name=model.name, index_sha256=index_sha, shard_sha256=shard_sha)
         if (
             existing.source == identity
+            and existing.method == METHOD  # never a GPTQ checkpoint of the same scheme
             and existing.scheme == resolved
             and existing.quantgate_version == __version__
             and is_complete(target, existing)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from quant.build import Outcome, QuantizeRequest, quantize
+from quant.gptq.cli import add_gptq_arguments, gptq_request
+from quant.gptq.run import quantize_gptq
 from quant.inspect import summarise
 from quant.schemes import get_scheme, scheme_names
 from quant.variants import load_variants
@@ -21,9 +23,20 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="shards quantized in parallel (threads; default: CPUs)"
     )
+    parser.add_argument("--method", choices=["rtn", "gptq"], default="rtn", help="rtn: data-free; gptq: calibrated")
+    add_gptq_arguments(parser)
 
 
-def _report(outcome: Outcome) -> None:
+def _build(args: argparse.Namespace, request: QuantizeRequest) -> Outcome | None:
+    """RTN, or GPTQ (under torchrun only rank 0 returns an outcome)."""
+    if args.method == "rtn":
+        return quantize(request)
+    return quantize_gptq(gptq_request(args, request.model, request.scheme, request.out, request.output_root))
+
+
+def _report(outcome: Outcome | None) -> None:
+    if outcome is None:
+        return
     bpw = outcome.manifest.bits_per_weight
     verb = "reused" if outcome.reused else "wrote"
     print(f"{verb} {outcome.path} ({outcome.manifest.scheme.name}, {bpw.overall:.2f} bits/weight overall)")
@@ -39,13 +52,13 @@ def run_quantize(args: argparse.Namespace) -> int:
             request = QuantizeRequest(
                 variants.model, scheme, output_root=variants.output_root, workers=workers
             )
-            _report(quantize(request))
+            _report(_build(args, request))
         return 0
     if args.model is None or args.scheme is None:
         raise InputError("quantize: give --model and --scheme, or --variants FILE")
     workers = args.workers if args.workers is not None else os.cpu_count() or 1
     request = QuantizeRequest(args.model, get_scheme(args.scheme), out=args.out, workers=workers)
-    _report(quantize(request))
+    _report(_build(args, request))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from quant.gptq.report import GPTQReport
 from quant.source import sha256_file
 from quantgate.errors import InputError
 
@@ -48,7 +49,7 @@ class BitsPerWeight(_Strict):
 class Manifest(_Strict):
     version: Literal[1] = MANIFEST_VERSION
     quantgate_version: str
-    method: Literal["rtn"]
+    method: Literal["rtn", "gptq"]
     source: SourceIdentity
     scheme: ResolvedScheme
     tools: dict[str, str]  # package -> version
@@ -57,9 +58,13 @@ class Manifest(_Strict):
     source_bytes: int  # the source's safetensors shards
     bits_per_weight: BitsPerWeight
     quantized_tensors: int
+    gptq: GPTQReport | None = None  # calibration set, options, per-layer statistics (method gptq)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        data = self.model_dump(mode="json")
+        if data["gptq"] is None:
+            del data["gptq"]  # RTN manifests stay as they were
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

@@ -41,7 +41,7 @@ def registered_commands() -> list[Command]:
         ),
         Command(
             name="quantize",
-            help="Quantize a BF16 checkpoint data-free (RTN) with a registered scheme or a variants file.",
+            help="Quantize a BF16 checkpoint (RTN, or --method gptq) with a registered scheme or a variants file.",
             add_arguments=add_quantize_arguments,
             run=run_quantize,
         ),

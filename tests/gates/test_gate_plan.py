@@ -37,7 +37,7 @@ def test_digest_is_stable_across_checkouts(plan_file: Path, tmp_path: Path):
         (("min_recovery: 95}", "min_recovry: 95}"), "unknown key 'gates.0.min_recovry'"),
         (("group: int4, canary", "group: int4, canry"), "unknown key 'variants.1.canry'"),
         (("version: 1", "version: 2"), "version"),
-        (("method: rtn, group: int4}", "method: gptq, group: int4}"), "variants.0.method"),
+        (("method: rtn, group: int4}", "method: awq, group: int4}"), "variants.0.method"),
         (
             ("{metric: perplexity.kl_mean, max_value: 0.05}", "{metric: perplexity.kl_mean}"),
             "has no threshold",

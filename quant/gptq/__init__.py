@@ -1,0 +1,1 @@
+"""MoE-aware GPTQ with calibration data (`quantgate quantize --method gptq`)."""
