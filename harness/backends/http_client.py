@@ -205,10 +205,13 @@ class HttpClient:
             self.journal.put(key, response)
         return response
 
-    def post_many(self, path: str, bodies: list[dict], *, journal: bool = True) -> list[dict]:
+    def post_many(
+        self, path: str, bodies: list[dict], *, journal: bool = True, concurrency: int | None = None
+    ) -> list[dict]:
         """All requests, at most `concurrency` at once; each finished one is journalled as it arrives.
         Failures are raised together after every request has been tried."""
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(bodies) or 1))) as pool:
+        workers = max(1, min(concurrency or self.concurrency, len(bodies) or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(self.post, path, body, journal=journal) for body in bodies]
         results, failures = [], []
         for future in futures:
