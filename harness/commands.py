@@ -73,10 +73,13 @@ def _endpoints(args: argparse.Namespace) -> list:
     if names and len(names) != len(models):
         raise InputError(f"--served-model: give one per --model ({len(models)}), got {len(names)}")
     urls = urls * len(models) if len(urls) == 1 else urls
-    return [
+    endpoints = [
         Endpoint(url, names[i] if names else model.name, model, args.api_key_env)
         for i, (model, url) in enumerate(zip(models, urls, strict=True))
     ]
+    for endpoint in endpoints:
+        endpoint.api_key()  # an unset variable is an input error before anything runs
+    return endpoints
 
 
 def _baseline_endpoint(args: argparse.Namespace):
