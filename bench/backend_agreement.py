@@ -69,8 +69,13 @@ def compare(hf: HFBackend, endpoint: OpenAIBackend, raw: OpenAIBackend, args: ar
     kl = {m.name: m.value for m in kind.compare(config, against, base)}
     ppl_hf, ppl_oa = base.metrics[0].value, mine.metrics[0].value
     report["perplexity"] = {
-        "hf": ppl_hf, "openai": ppl_oa, "relative_difference_pct": 100 * (ppl_oa - ppl_hf) / ppl_hf,
-        "tokens": base.metrics[2].value, "kl_mean": kl["kl_mean"], "kl_max": kl["kl_max"], "same_top1_pct": kl["same_top1"],
+        "hf": ppl_hf,
+        "openai": ppl_oa,
+        "relative_difference_pct": 100 * (ppl_oa - ppl_hf) / ppl_hf,
+        "tokens": base.metrics[2].value,
+        "kl_mean": kl["kl_mean"],
+        "kl_max": kl["kl_max"],
+        "same_top1_pct": kl["same_top1"],
         "kl_over": f"hf's top-{config.top_k} + tail; endpoint top-{endpoint.max_top_k} (vLLM --max-logprobs)",
     }
     # benchmarks (lm-eval HFLM vs local-completions)
@@ -97,7 +102,10 @@ def compare(hf: HFBackend, endpoint: OpenAIBackend, raw: OpenAIBackend, args: ar
         same, total = step_agreement(tool["hf"].samples, tool[label].samples)
         success = {name: sum(bool(r["success"]) for r in tool[name].samples) for name in ("hf", label)}
         report["toolcall"][label] = {
-            "same_decision_steps": same, "steps": total, "agreement_pct": 100 * same / total, "task_success": success,
+            "same_decision_steps": same,
+            "steps": total,
+            "agreement_pct": 100 * same / total,
+            "task_success": success,
         }
     report["timings_s"] = timings
     return report
@@ -130,13 +138,19 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     print(json.dumps(report, indent=2, sort_keys=True))
     ppl, bench = report["perplexity"], report["benchmark"]
-    print(f"perplexity: hf {ppl['hf']:.4f}  openai {ppl['openai']:.4f}  diff {ppl['relative_difference_pct']:+.4f} % "
-          f"(<= 0.5 %: {abs(ppl['relative_difference_pct']) <= 0.5}); KL mean {ppl['kl_mean']:.2e} nats")
-    print(f"benchmark: same per-sample correctness {bench['same_correctness']}/{bench['samples']}; "
-          f"hf {bench['scores_hf']} openai {bench['scores_openai']}")
+    print(
+        f"perplexity: hf {ppl['hf']:.4f}  openai {ppl['openai']:.4f}  diff {ppl['relative_difference_pct']:+.4f} % "
+        f"(<= 0.5 %: {abs(ppl['relative_difference_pct']) <= 0.5}); KL mean {ppl['kl_mean']:.2e} nats"
+    )
+    print(
+        f"benchmark: same per-sample correctness {bench['same_correctness']}/{bench['samples']}; "
+        f"hf {bench['scores_hf']} openai {bench['scores_openai']}"
+    )
     for mode, row in report["toolcall"].items():
-        print(f"toolcall {mode}: same decision on {row['same_decision_steps']}/{row['steps']} steps "
-              f"({row['agreement_pct']:.1f} %, >= 95 %: {row['agreement_pct'] >= 95}); success {row['task_success']}")
+        print(
+            f"toolcall {mode}: same decision on {row['same_decision_steps']}/{row['steps']} steps "
+            f"({row['agreement_pct']:.1f} %, >= 95 %: {row['agreement_pct'] >= 95}); success {row['task_success']}"
+        )
     return 0
 
 

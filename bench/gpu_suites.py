@@ -73,25 +73,79 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     offline = ["--no-index", "--find-links", str(args.wheelhouse)] if args.wheelhouse else []
     steps: list[tuple[str, list[str]]] = []
     if args.vllm_python is None:
-        steps += [("venv vllm", [sys.executable, "-m", "venv", str(vllm_py.parents[1])]),
-                  ("install vllm", [str(vllm_py), "-m", "pip", "install", *offline, f"vllm=={VLLM_VERSION}"])]
+        steps += [
+            ("venv vllm", [sys.executable, "-m", "venv", str(vllm_py.parents[1])]),
+            ("install vllm", [str(vllm_py), "-m", "pip", "install", *offline, f"vllm=={VLLM_VERSION}"]),
+        ]
     if args.quantgate_python is None:
-        steps += [("venv quantgate", [sys.executable, "-m", "venv", str(qg_py.parents[1])]),
-                  ("install quantgate", [str(qg_py), "-m", "pip", "install", *offline, "-e", str(ROOT)])]
+        steps += [
+            ("venv quantgate", [sys.executable, "-m", "venv", str(qg_py.parents[1])]),
+            ("install quantgate", [str(qg_py), "-m", "pip", "install", *offline, "-e", str(ROOT)]),
+        ]
     int4 = args.out / "checkpoints" / f"{args.model.name}-{SCHEME}-rtn"
-    serve = [str(qg_py), "-m", "quantgate.cli", "serve", "--device", "cuda", "--python", str(vllm_py),
-             "--dtype", "bfloat16", "--max-logprobs", "64"]
+    serve = [
+        str(qg_py),
+        "-m",
+        "quantgate.cli",
+        "serve",
+        "--device",
+        "cuda",
+        "--python",
+        str(vllm_py),
+        "--dtype",
+        "bfloat16",
+        "--max-logprobs",
+        "64",
+    ]
     extra = ["--", "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     steps += [
-        ("quantize int4", [str(qg_py), "-m", "quantgate.cli", "quantize", "--model", str(args.model), "--scheme", SCHEME,
-                           "--out", str(int4)]),
+        (
+            "quantize int4",
+            [
+                str(qg_py),
+                "-m",
+                "quantgate.cli",
+                "quantize",
+                "--model",
+                str(args.model),
+                "--scheme",
+                SCHEME,
+                "--out",
+                str(int4),
+            ],
+        ),
         ("serve bf16", serve + ["--model", str(args.model), "--log", str(args.out / "logs" / "bf16.log"), *extra]),
         ("serve int4", serve + ["--model", str(int4), "--log", str(args.out / "logs" / "int4.log"), *extra]),
-        ("eval", [str(qg_py), "-m", "quantgate.cli", "eval", "--backend", "openai", "--model", str(int4),
-                  "--base-url", "{serve int4}", "--baseline-backend", "openai", "--baseline", str(args.model),
-                  "--baseline-base-url", "{serve bf16}", "--toolcall-mode", "chat", "--concurrency", "16",
-                  "--cache-dir", str(args.out / "cache"), "--out", str(args.out / "results")]
-         + [a for suite in SUITES for a in ("--suite", suite)]),
+        (
+            "eval",
+            [
+                str(qg_py),
+                "-m",
+                "quantgate.cli",
+                "eval",
+                "--backend",
+                "openai",
+                "--model",
+                str(int4),
+                "--base-url",
+                "{serve int4}",
+                "--baseline-backend",
+                "openai",
+                "--baseline",
+                str(args.model),
+                "--baseline-base-url",
+                "{serve bf16}",
+                "--toolcall-mode",
+                "chat",
+                "--concurrency",
+                "16",
+                "--cache-dir",
+                str(args.out / "cache"),
+                "--out",
+                str(args.out / "results"),
+            ]
+            + [a for suite in SUITES for a in ("--suite", suite)],
+        ),
     ]
     return steps
 

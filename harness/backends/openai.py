@@ -86,7 +86,11 @@ class OpenAIBackend:
     ) -> None:
         self.endpoint, self.max_top_k, self.toolcall_mode = endpoint, max_top_k, toolcall_mode
         self.client = HttpClient(
-            endpoint.base_url, api_key=endpoint.api_key(), concurrency=concurrency, timeout=timeout, retry=retry,
+            endpoint.base_url,
+            api_key=endpoint.api_key(),
+            concurrency=concurrency,
+            timeout=timeout,
+            retry=retry,
             journal=journal,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(endpoint.tokenizer)
@@ -106,9 +110,15 @@ class OpenAIBackend:
 
     def describe(self) -> dict:
         return {
-            "backend": self.name, "base_url": self.endpoint.base_url, "model": self.endpoint.model,
-            "tokenizer": str(self.endpoint.tokenizer), "device": "endpoint", "dtype": "server",
-            "threads": None, "max_top_k": self.max_top_k, "toolcall_mode": self.toolcall_mode,
+            "backend": self.name,
+            "base_url": self.endpoint.base_url,
+            "model": self.endpoint.model,
+            "tokenizer": str(self.endpoint.tokenizer),
+            "device": "endpoint",
+            "dtype": "server",
+            "threads": None,
+            "max_top_k": self.max_top_k,
+            "toolcall_mode": self.toolcall_mode,
             "concurrency": self.client.concurrency,
         }
 
@@ -116,8 +126,13 @@ class OpenAIBackend:
     def _echo(self, prompts: list[list[int]], top_k: int) -> list[dict]:
         bodies = [
             {
-                "model": self.endpoint.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "echo": True,
-                "logprobs": top_k, "return_tokens_as_token_ids": True,
+                "model": self.endpoint.model,
+                "prompt": prompt,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "echo": True,
+                "logprobs": top_k,
+                "return_tokens_as_token_ids": True,
             }
             for prompt in prompts
         ]
@@ -147,11 +162,13 @@ class OpenAIBackend:
                 top_values.append([v for _, v in entries[:k]])
                 if _token_id(logprobs["tokens"][position]) != target:
                     raise ValueError(f"server echoed token {logprobs['tokens'][position]} for id {target}")
-            out.append(WindowScores(
-                target_logprobs=torch.tensor(targets, dtype=torch.float32),  # [T]
-                top_ids=torch.tensor(top_ids, dtype=torch.int64),  # [T, k]
-                top_logprobs=torch.tensor(top_values, dtype=torch.float32),  # [T, k]
-            ))
+            out.append(
+                WindowScores(
+                    target_logprobs=torch.tensor(targets, dtype=torch.float32),  # [T]
+                    top_ids=torch.tensor(top_ids, dtype=torch.int64),  # [T, k]
+                    top_logprobs=torch.tensor(top_values, dtype=torch.float32),  # [T, k]
+                )
+            )
         return out
 
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -185,10 +202,16 @@ class OpenAIBackend:
             return self._chat_generate(prompts, max_new_tokens, temperature, seed)
         bodies = [
             {
-                "model": self.endpoint.model, "prompt": prompt, "max_tokens": max_new_tokens,
-                "temperature": temperature, "seed": seed + index, "stop": stop,
-                "stop_token_ids": self._stop_ids(stop), "skip_special_tokens": False,
-                "spaces_between_special_tokens": False, "stream": True,
+                "model": self.endpoint.model,
+                "prompt": prompt,
+                "max_tokens": max_new_tokens,
+                "temperature": temperature,
+                "seed": seed + index,
+                "stop": stop,
+                "stop_token_ids": self._stop_ids(stop),
+                "skip_special_tokens": False,
+                "spaces_between_special_tokens": False,
+                "stream": True,
             }
             for index, prompt in enumerate(prompts)
         ]
@@ -200,8 +223,12 @@ class OpenAIBackend:
         for index, prompt in enumerate(prompts):
             messages, tools = self._chats[tuple(prompt)]
             body = {
-                "model": self.endpoint.model, "messages": [_api_message(m) for m in messages],
-                "max_tokens": max_new_tokens, "temperature": temperature, "seed": seed + index, "stream": True,
+                "model": self.endpoint.model,
+                "messages": [_api_message(m) for m in messages],
+                "max_tokens": max_new_tokens,
+                "temperature": temperature,
+                "seed": seed + index,
+                "stream": True,
                 "skip_special_tokens": False,
             }
             if tools:
@@ -218,10 +245,16 @@ class OpenAIBackend:
 
         key = self.endpoint.api_key()
         return LocalCompletionsAPI(
-            base_url=self.endpoint.base_url.rstrip("/") + "/v1/completions", model=self.endpoint.model,
-            tokenizer=str(self.endpoint.tokenizer), tokenizer_backend="huggingface", tokenized_requests=True,
-            num_concurrent=self.client.concurrency, max_retries=self.client.retry.attempts, batch_size=1,
-            max_length=max_length, timeout=int(self.client.timeout),
+            base_url=self.endpoint.base_url.rstrip("/") + "/v1/completions",
+            model=self.endpoint.model,
+            tokenizer=str(self.endpoint.tokenizer),
+            tokenizer_backend="huggingface",
+            tokenized_requests=True,
+            num_concurrent=self.client.concurrency,
+            max_retries=self.client.retry.attempts,
+            batch_size=1,
+            max_length=max_length,
+            timeout=int(self.client.timeout),
             header={"Authorization": f"Bearer {key}"} if key else None,
         )
 

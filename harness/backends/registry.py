@@ -1,8 +1,8 @@
 """The backends `quantgate eval` can open: the single place they are registered.
 
-  hf      in-process transformers (a checkpoint folder)
-  openai  an OpenAI-compatible endpoint (base URL + served model name + API key's env var), with the
-          served checkpoint's tokenizer folder for token handling
+hf      in-process transformers (a checkpoint folder)
+openai  an OpenAI-compatible endpoint (base URL + served model name + API key's env var), with the
+        served checkpoint's tokenizer folder for token handling
 """
 
 from __future__ import annotations
@@ -42,8 +42,12 @@ def _open_openai(target: Any, options: BackendOptions) -> Backend:
     from harness.backends.openai import OpenAIBackend
 
     return OpenAIBackend(
-        target, concurrency=options.concurrency, timeout=options.timeout, journal=options.journal,
-        max_top_k=options.max_top_k, toolcall_mode=options.toolcall_mode,
+        target,
+        concurrency=options.concurrency,
+        timeout=options.timeout,
+        journal=options.journal,
+        max_top_k=options.max_top_k,
+        toolcall_mode=options.toolcall_mode,
     )
 
 
@@ -62,6 +66,10 @@ def numerical_settings(name: str, options: BackendOptions) -> dict:
     if name == "hf":
         import torch
 
-        return {"backend": "hf", "device": options.device, "dtype": options.dtype,
-                "threads": options.threads or torch.get_num_threads()}
+        return {
+            "backend": "hf",
+            "device": options.device,
+            "dtype": options.dtype,
+            "threads": options.threads or torch.get_num_threads(),
+        }
     return {"backend": name, "device": "endpoint", "dtype": "server", "threads": None}

@@ -49,8 +49,14 @@ def _prompts(backend: Backend, count: int, length: int, generator: torch.Generat
 
 def _request(backend: Backend, prompt: list[int], output_tokens: int) -> dict:
     return {
-        "model": backend.endpoint.model, "prompt": prompt, "max_tokens": output_tokens, "min_tokens": output_tokens,
-        "ignore_eos": True, "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True},
+        "model": backend.endpoint.model,
+        "prompt": prompt,
+        "max_tokens": output_tokens,
+        "min_tokens": output_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -93,23 +99,33 @@ def measure(config: ServingLatencyConfig, backend: Backend, out_dir: Path) -> Me
                 ttft.append(times[0] if times else response["timing"]["end"])
                 itl += [b - a for a, b in zip(times, times[1:], strict=False)]
                 e2e.append(response["timing"]["end"])
-                samples.append({
-                    "concurrency": concurrency, "prompt_length": length, "request": index, "ttft_s": ttft[-1],
-                    "e2e_s": e2e[-1], "output_tokens": produced, "chunks": len(times),
-                })
+                samples.append(
+                    {
+                        "concurrency": concurrency,
+                        "prompt_length": length,
+                        "request": index,
+                        "ttft_s": ttft[-1],
+                        "e2e_s": e2e[-1],
+                        "output_tokens": produced,
+                        "chunks": len(times),
+                    }
+                )
             metrics += _stats("ttft_ms", [1000 * t for t in ttft], "ms", condition)
             metrics += _stats("itl_ms", [1000 * t for t in itl], "ms", condition)
             metrics += _stats("e2e_ms", [1000 * t for t in e2e], "ms", condition)
             metrics += [
                 Metric(f"output_tokens_per_s.{condition}", tokens / wall, "higher", None, "tokens/s", len(responses)),
-                Metric(f"requests_per_s.{condition}", len(responses) / wall, "higher", None, "requests/s", len(responses)),
+                Metric(
+                    f"requests_per_s.{condition}", len(responses) / wall, "higher", None, "requests/s", len(responses)
+                ),
             ]
     tokenizer_dir = Path(backend.describe().get("tokenizer", ""))
     dequantized = (tokenizer_dir / DEQUANTIZED_RECORD).is_file()
     extra = {
         "conditions": config.model_dump(mode="json") | {"endpoint": backend.describe()},
         "kernel": "BF16 dequantization of a quantized checkpoint: NOT the quantized kernel's latency"
-        if dequantized else "as served",
+        if dequantized
+        else "as served",
     }
     return Measurement(metrics=metrics, samples=samples, out_dir=out_dir, extra=extra)
 

@@ -32,10 +32,19 @@ def vllm_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(vllm_python: Path, bundled_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+def vllm_server(
+    vllm_python: Path, bundled_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    config = ServeConfig(model=bundled_model, python=vllm_python, dtype="float32", log=log, max_logprobs=64,
-                         served_model_name=SERVED, env={"OMP_NUM_THREADS": os.environ.get("QUANTGATE_VLLM_THREADS", "2")})
+    config = ServeConfig(
+        model=bundled_model,
+        python=vllm_python,
+        dtype="float32",
+        log=log,
+        max_logprobs=64,
+        served_model_name=SERVED,
+        env={"OMP_NUM_THREADS": os.environ.get("QUANTGATE_VLLM_THREADS", "2")},
+    )
     with VllmServer(config) as server:
         yield server
 

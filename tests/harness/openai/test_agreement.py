@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from backend_agreement import step_agreement  # bench/ (on the path: conftest.py)
+
 from harness.backends.base import Window
 from harness.suites.base import suite_kind
 from harness.suites.loader import load_suite
@@ -21,7 +21,14 @@ HELDOUT = Path(__file__).resolve().parents[3] / "suites" / "data" / "tinyk2" / "
 @pytest.fixture(scope="module")
 def small_perplexity() -> PerplexityConfig:
     return PerplexityConfig(
-        name="ppl", kind="perplexity", version=1, data=HELDOUT, context_length=48, stride=48, top_k=16, batch_size=8,
+        name="ppl",
+        kind="perplexity",
+        version=1,
+        data=HELDOUT,
+        context_length=48,
+        stride=48,
+        top_k=16,
+        batch_size=8,
         max_documents=8,
     )
 

@@ -31,7 +31,8 @@ def test_serve_flags_come_from_the_model(bundled_model: Path) -> None:
     assert json.loads(argv[argv.index("--compilation-config") + 1]) == {"custom_ops": ["-rotary_embedding"]}
     assert env["VLLM_ENFORCE_STRICT_TOOL_CALLING"] == "0"
     assert json.loads(argv[argv.index("--structured-outputs-config") + 1]) == {
-        "backend": "xgrammar", "disable_any_whitespace": True,
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
     }
     cuda, cuda_env = command(ServeConfig(model=bundled_model, device="cuda"), 8123)
     assert "--enforce-eager" not in cuda and "VLLM_CPU_KVCACHE_SPACE" not in cuda_env
@@ -59,11 +60,15 @@ def test_serve_print_command_and_bad_input(bundled_model: Path, capsys: pytest.C
     [
         (["--base-url", "http://127.0.0.1:1"], "need --backend openai"),
         (["--backend", "openai"], "--base-url: give one"),
-        (["--backend", "openai", "--base-url", "http://a", "--served-model", "x", "--served-model", "y"],
-         "--served-model: give one per --model"),
+        (
+            ["--backend", "openai", "--base-url", "http://a", "--served-model", "x", "--served-model", "y"],
+            "--served-model: give one per --model",
+        ),
         (["--baseline-backend", "openai"], "needs --baseline"),
-        (["--backend", "openai", "--base-url", "http://a", "--api-key-env", "QUANTGATE_NO_SUCH_KEY"],
-         "QUANTGATE_NO_SUCH_KEY is not set"),
+        (
+            ["--backend", "openai", "--base-url", "http://a", "--api-key-env", "QUANTGATE_NO_SUCH_KEY"],
+            "QUANTGATE_NO_SUCH_KEY is not set",
+        ),
     ],
 )
 def test_eval_endpoint_arguments(
@@ -100,12 +105,20 @@ def test_gpu_script_dry_run_prints_the_plan(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     steps = [line.split(":")[0] for line in done.stdout.splitlines() if line[:1].isdigit()]
     assert steps == [
-        "1. venv vllm", "2. install vllm", "3. venv quantgate", "4. install quantgate", "5. quantize int4",
-        "6. serve bf16", "7. serve int4", "8. eval",
+        "1. venv vllm",
+        "2. install vllm",
+        "3. venv quantgate",
+        "4. install quantgate",
+        "5. quantize int4",
+        "6. serve bf16",
+        "7. serve int4",
+        "8. eval",
     ]
     assert "--scheme kimi-k2-thinking-int4" in done.stdout and "--backend openai" in done.stdout
     assert "--device cuda" in done.stdout and "--suite suites/serving_latency.yaml" in done.stdout
-    given = _gpu(str(tmp_path / "out"), "--dry-run", "--vllm-python", "/x/bin/python", "--quantgate-python", sys.executable)
+    given = _gpu(
+        str(tmp_path / "out"), "--dry-run", "--vllm-python", "/x/bin/python", "--quantgate-python", sys.executable
+    )
     assert "install" not in given.stdout and given.stdout.startswith("1. quantize int4")
 
 

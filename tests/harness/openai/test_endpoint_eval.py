@@ -24,9 +24,7 @@ def _suites(folder: Path) -> list[Path]:
         "requests: 4\nwarmup: 1\n"
     )
     k2vv = folder / "toolcall_k2vv.yaml"
-    k2vv.write_text(
-        "kind: toolcall\nversion: 1\nrequests_file: suites/data/tinyk2/k2vv_requests.jsonl\nlimit: 4\n"
-    )
+    k2vv.write_text("kind: toolcall\nversion: 1\nrequests_file: suites/data/tinyk2/k2vv_requests.jsonl\nlimit: 4\n")
     return [ppl, latency, k2vv]
 
 
@@ -34,9 +32,23 @@ def test_endpoint_variant_eval_and_gate(endpoint, bundled_model: Path, tmp_path:
     suites = _suites(tmp_path)
     out = tmp_path / "results"
     argv = [
-        "eval", "--backend", "openai", "--base-url", endpoint.base_url, "--served-model", endpoint.model,
-        "--model", str(bundled_model), "--baseline", str(bundled_model), "--out", str(out),
-        "--cache-dir", str(tmp_path / "cache"), "--threads", "2",
+        "eval",
+        "--backend",
+        "openai",
+        "--base-url",
+        endpoint.base_url,
+        "--served-model",
+        endpoint.model,
+        "--model",
+        str(bundled_model),
+        "--baseline",
+        str(bundled_model),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--threads",
+        "2",
     ] + [a for suite in suites for a in ("--suite", str(suite))]
     assert main(argv) == 0
     variant = out / endpoint.model
@@ -53,10 +65,12 @@ def test_endpoint_variant_eval_and_gate(endpoint, bundled_model: Path, tmp_path:
     plan = tmp_path / "plan.yaml"
     plan.write_text(
         f"version: 1\nname: endpoint-check\nmodel: {bundled_model}\n"
-        f"variants:\n  - {{name: vllm, group: served, endpoint: {{base_url: '{endpoint.base_url}', model: {endpoint.model}}}}}\n"
+        "variants:\n  - {name: vllm, group: served, endpoint: "
+        f"{{base_url: '{endpoint.base_url}', model: {endpoint.model}}}}}\n"
         "suites: [perplexity, toolcall_k2vv]\n"
         "gates:\n  - {metric: perplexity.kl_mean, max_value: 0.001}\n"
-        "  - {metric: perplexity.perplexity, min_recovery: 99.5}\n  - {metric: toolcall_k2vv.trigger_f1, min_value: 0.9}\n"
+        "  - {metric: perplexity.perplexity, min_recovery: 99.5}\n"
+        "  - {metric: toolcall_k2vv.trigger_f1, min_value: 0.9}\n"
     )
     capsys.readouterr()
     assert main(["gate", "--results", str(out), "--plan", str(plan)]) == 0
