@@ -19,7 +19,7 @@ a second BOS from the server).
          `--tool-call-parser kimi_k2`); its structured tool calls are written back in the model's
          canonical Kimi K2 syntax so that the same parser and metrics score them, and text the server
          could not parse reaches the harness parser as it was (malformed is scored as malformed).
-- `lm_eval_model`: lm-eval's `local-completions` model on this endpoint (token-id requests).
+- `lm_eval_model`: lm-eval's `local-completions` model on this endpoint (token-id requests, BOS as HFLM).
 No routing is available through an endpoint: per-layer routing metrics are computed only where both
 sides have them.
 """
@@ -239,8 +239,9 @@ class OpenAIBackend:
 
     # -- lm-eval --------------------------------------------------------------------------------------
     def lm_eval_model(self, batch_size: int, max_length: int = 2048):
-        """lm-eval's `local-completions` on this endpoint, requests as token ids (no added BOS: lm-eval's
-        HFLM adds none either for this tokenizer, so both score the same token sequences)."""
+        """lm-eval's `local-completions` on this endpoint, requests as token ids. BOS as lm-eval's HFLM does it:
+        HFLM encodes with the tokenizer's default (Kimi K2's adds BOS), local-completions adds none unless
+        `add_bos_token`; so it is set exactly when the tokenizer adds one, and both score the same tokens."""
         from lm_eval.models.openai_completions import LocalCompletionsAPI
 
         key = self.endpoint.api_key()
@@ -250,6 +251,7 @@ class OpenAIBackend:
             tokenizer=str(self.endpoint.tokenizer),
             tokenizer_backend="huggingface",
             tokenized_requests=True,
+            add_bos_token=bool(self.tokenize("", add_bos=True)),
             num_concurrent=self.client.concurrency,
             max_retries=self.client.retry.attempts,
             batch_size=1,
