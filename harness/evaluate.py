@@ -68,7 +68,7 @@ class Checkpoint:
     def summary_entry(self) -> dict:
         entry = {"path": str(self.path), "identity": self.identity, "role": self.role}
         if self.endpoint:
-            entry |= {"base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
+            entry |= {"name": self.label, "base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
         return entry
 
 

@@ -99,7 +99,7 @@ def read_result_folder(folder: Path) -> SuiteResult:
         if (checkpoint / MANIFEST_NAME).is_file():
             artifacts.append(checkpoint / MANIFEST_NAME)
         return SuiteResult(
-            variant=checkpoint.name,
+            variant=model.get("name") or checkpoint.name,  # an endpoint: its served model name
             suite=suite["name"],
             suite_version=int(suite["version"]),
             metrics=[_metric(m) for m in summary["metrics"]],

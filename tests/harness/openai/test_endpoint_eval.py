@@ -29,38 +29,27 @@ def _suites(folder: Path) -> list[Path]:
 
 
 def test_endpoint_variant_eval_and_gate(endpoint, bundled_model: Path, tmp_path: Path, capsys) -> None:
-    suites = _suites(tmp_path)
+    ppl, latency_suite, k2vv = _suites(tmp_path)
     out = tmp_path / "results"
-    argv = [
-        "eval",
-        "--backend",
-        "openai",
-        "--base-url",
-        endpoint.base_url,
-        "--served-model",
-        endpoint.model,
-        "--model",
-        str(bundled_model),
-        "--baseline",
-        str(bundled_model),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--threads",
-        "2",
-    ] + [a for suite in suites for a in ("--suite", str(suite))]
-    assert main(argv) == 0
+    endpoint_args = ["--backend", "openai", "--base-url", endpoint.base_url, "--served-model", endpoint.model]
+    common = ["--model", str(bundled_model), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    argv = ["eval", *endpoint_args, *common, "--baseline", str(bundled_model), "--threads", "2"]
+    assert main(argv + ["--suite", str(ppl), "--suite", str(k2vv)]) == 0
     variant = out / endpoint.model
-    ppl = json.loads((variant / "perplexity" / "summary.json").read_text())
-    assert ppl["model"]["served_model"] == endpoint.model
-    kl = {m["name"]: m["value"] for m in ppl["comparison"]}["kl_mean"]
+    summary = json.loads((variant / "perplexity" / "summary.json").read_text())
+    assert summary["model"]["served_model"] == endpoint.model
+    kl = {m["name"]: m["value"] for m in summary["comparison"]}["kl_mean"]
     assert kl < 1e-3
+    assert (out / ".requests" / f"{endpoint.model}.jsonl").is_file()
+
+    # serving latency is the endpoint's own (an in-process baseline has none: exit 2, one line)
+    assert main(["eval", *endpoint_args, *common, "--baseline", str(bundled_model), "--suite", str(latency_suite)]) == 2
+    assert "serving_latency needs an endpoint backend" in capsys.readouterr().err
+    assert main(["eval", *endpoint_args, *common, "--suite", str(latency_suite)]) == 0
     latency = json.loads((variant / "serving_latency" / "summary.json").read_text())
     names = {m["name"] for m in latency["metrics"]}
     assert {"ttft_ms_p50.c4_p16_o8", "itl_ms_p99.c1_p16_o8", "output_tokens_per_s.c4_p16_o8"} <= names
     assert latency["details"]["kernel"] == "as served"
-    assert (out / ".requests" / f"{endpoint.model}.jsonl").is_file()
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(
