@@ -6,6 +6,9 @@
     variants:
       - {name: w4a16-g128, scheme: w4a16-g128, method: rtn, group: int4}
       - {name: w2a16-g32, scheme: w2a16-g32, method: rtn, group: stress, canary: true}
+      - name: vendor                     # a deployed endpoint instead of a checkpoint (no scheme/method);
+        group: int4                      # its results folder is the served model name
+        endpoint: {base_url: 'https://api.example.com', model: org/kimi-k2, api_key_env: VENDOR_KEY}
     suites: [perplexity, latency]
     gates:
       - metric: perplexity.perplexity    # <suite>.<metric>, as measured or from the comparison
