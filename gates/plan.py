@@ -6,6 +6,9 @@
     variants:
       - {name: w4a16-g128, scheme: w4a16-g128, method: rtn, group: int4}
       - {name: w2a16-g32, scheme: w2a16-g32, method: rtn, group: stress, canary: true}
+      - name: vendor                     # a deployed endpoint instead of a checkpoint (no scheme/method);
+        group: int4                      # its results folder is the served model name
+        endpoint: {base_url: 'https://api.example.com', model: org/kimi-k2, api_key_env: VENDOR_KEY}
     suites: [perplexity, latency]
     gates:
       - metric: perplexity.perplexity    # <suite>.<metric>, as measured or from the comparison
@@ -40,16 +43,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PlanEndpoint(_Strict):
+    """A deployed model measured through the `openai` backend (harness.backends.openai.Endpoint)."""
+
+    base_url: str = Field(min_length=1)  # without /v1
+    model: str = Field(min_length=1)  # served model name
+    api_key_env: str | None = None  # environment variable holding the API key
+    tokenizer: Path | None = None  # its tokenizer folder, relative to the plan; default: the plan's model
+
+
 class PlanVariant(_Strict):
     name: str = Field(min_length=1)
-    scheme: str  # a registered scheme name (quant/schemes.py)
-    method: Literal["rtn", "gptq"]
+    scheme: str | None = None  # a registered scheme name (quant/schemes.py); not for an endpoint
+    method: Literal["rtn", "gptq"] | None = None
+    endpoint: PlanEndpoint | None = None  # instead of a checkpoint made by the nightly
     calibration: str | None = None  # calibration set, for methods that use one
     group: str = Field(min_length=1)
     canary: bool = False
     # folder name of its checkpoint, which is what result folders are named after;
     # default: quant's default output name, "<model folder>-<scheme>-<method>"
     checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _checkpoint_or_endpoint(self) -> PlanVariant:
+        if self.endpoint is None and (self.scheme is None or self.method is None):
+            raise ValueError(f"variant {self.name!r}: give 'scheme' and 'method', or an 'endpoint'")
+        if self.endpoint is not None and (self.scheme is not None or self.method is not None):
+            raise ValueError(f"variant {self.name!r}: an endpoint variant takes no 'scheme' or 'method'")
+        return self
 
     @model_validator(mode="after")
     def _data_free_methods_take_no_calibration(self) -> PlanVariant:
@@ -146,6 +167,9 @@ class Plan(_Strict):
         )
 
     def checkpoint_name(self, variant: PlanVariant) -> str:
+        """Its results folder's name; an endpoint's is its served model name (as `quantgate eval` names it)."""
+        if variant.endpoint is not None:
+            return variant.checkpoint or variant.endpoint.model.replace("/", "_")
         return variant.checkpoint or f"{self.model.name}-{variant.scheme}-{variant.method}"
 
     def gates_for(self, variant: PlanVariant) -> list[Gate]:
@@ -160,6 +184,13 @@ class Plan(_Strict):
 
 def load_plan(path: Path) -> Plan:
     plan = load_typed_yaml(path, Plan)
-    return plan.model_copy(update={"model": (path.parent / plan.model).resolve()})
+    model = (path.parent / plan.model).resolve()
+    variants = [
+        v.model_copy(update={"endpoint": v.endpoint.model_copy(update={
+            "tokenizer": (path.parent / v.endpoint.tokenizer).resolve() if v.endpoint.tokenizer else model
+        })}) if v.endpoint else v
+        for v in plan.variants
+    ]
+    return plan.model_copy(update={"model": model, "variants": variants})
 
 

@@ -4,6 +4,11 @@ Order: every suite file is loaded and validated before any model; the baseline i
 suite's baseline measurement is not cached yet, then freed; each model is then loaded once (one
 backend shared by all suites), measured on every suite and freed before the next, so that peak
 memory belongs to one model. Results: RESULTS/<model folder name>/<suite name>/.
+
+A model or the baseline can be an endpoint (`Endpoint`: base URL, served model name, API key's env
+var, tokenizer folder) measured through the `openai` backend; its results folder is named after the
+served model name, and its requests are journalled under RESULTS/.requests/<name>.jsonl so that a
+rerun after a failure repeats only the requests that got no response.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import results
-from harness.backends.hf import HFBackend
+from harness.backends.base import Backend
+from harness.backends.openai import Endpoint
+from harness.backends.registry import BackendOptions, numerical_settings, open_backend
 from harness.cache import BaselineCache, cache_key, checkpoint_identity, cpu_name
 from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from harness.suites.loader import load_suite
@@ -35,22 +42,35 @@ class EvalRequest:
     batch_size: int | None = None  # overrides every suite's batch_size
     device: str = "cpu"
     dtype: str = "float32"
+    endpoints: list[Endpoint] = field(default_factory=list)  # models served elsewhere (backend openai)
+    baseline_endpoint: Endpoint | None = None  # instead of `baseline`
+    concurrency: int = 8  # openai: requests in flight
+    max_top_k: int = 64  # openai: log-probabilities per token the server returns
+    toolcall_mode: str = "chat"  # openai: chat (server-side tool-call parsing) or raw (harness parser)
 
 
 @dataclass
 class Checkpoint:
-    path: Path
+    path: Path  # the checkpoint, or for an endpoint its tokenizer folder
     identity: str
     role: str  # "baseline" or "variant" (measured against the baseline) or "model" (no baseline given)
-    backend: HFBackend | None = None
+    backend: Backend | None = None
     timings: dict = field(default_factory=dict)
+    endpoint: Endpoint | None = None
 
     @property
     def label(self) -> str:
-        return self.path.name
+        return self.endpoint.model.replace("/", "_") if self.endpoint else self.path.name
+
+    @property
+    def backend_name(self) -> str:
+        return "openai" if self.endpoint else "hf"
 
     def summary_entry(self) -> dict:
-        return {"path": str(self.path), "identity": self.identity, "role": self.role}
+        entry = {"path": str(self.path), "identity": self.identity, "role": self.role}
+        if self.endpoint:
+            entry |= {"name": self.label, "base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
+        return entry
 
 
 def _suites(request: EvalRequest) -> list[SuiteConfig]:
@@ -75,16 +95,27 @@ def _checkpoint(path: Path, role: str) -> Checkpoint:
     return Checkpoint(path, checkpoint_identity(path), role)
 
 
-def _load(checkpoint: Checkpoint, request: EvalRequest, suites: list[SuiteConfig]) -> HFBackend:
+def _endpoint_checkpoint(endpoint: Endpoint, role: str) -> Checkpoint:
+    if not (endpoint.tokenizer / "tokenizer_config.json").is_file():
+        raise InputError(f"{endpoint.tokenizer}: no tokenizer_config.json (the endpoint's tokenizer folder)")
+    return Checkpoint(endpoint.tokenizer.resolve(), endpoint.identity(), role, endpoint=endpoint)
+
+
+def _options(request: EvalRequest, checkpoint: Checkpoint | None = None, batch: int = 0) -> BackendOptions:
+    journal = request.out / ".requests" / f"{checkpoint.label}.jsonl" if checkpoint else None
+    return BackendOptions(
+        dtype=request.dtype, device=request.device, threads=request.threads, batch_size=batch or DEFAULT_BATCH_SIZE,
+        concurrency=request.concurrency, max_top_k=request.max_top_k, toolcall_mode=request.toolcall_mode,
+        journal=journal,
+    )
+
+
+def _load(checkpoint: Checkpoint, request: EvalRequest, suites: list[SuiteConfig]) -> Backend:
     if checkpoint.backend is None:
         batch = request.batch_size or max((getattr(s, "batch_size", 0) for s in suites), default=0)
         start = time.perf_counter()
-        checkpoint.backend = HFBackend(
-            checkpoint.path,
-            dtype=request.dtype,
-            device=request.device,
-            threads=request.threads,
-            batch_size=batch or DEFAULT_BATCH_SIZE,
+        checkpoint.backend = open_backend(
+            checkpoint.backend_name, checkpoint.endpoint or checkpoint.path, _options(request, checkpoint, batch)
         )
         checkpoint.timings["load_s"] = time.perf_counter() - start
     return checkpoint.backend
@@ -95,16 +126,13 @@ def _release(checkpoint: Checkpoint) -> None:
     gc.collect()
 
 
-def backend_settings(request: EvalRequest) -> dict:
-    """What the cache key needs before any model is loaded (the same fields HFBackend.describe gives)."""
-    import torch
+def backend_settings(request: EvalRequest, backend_name: str = "hf") -> dict:
+    """What a cache key needs before any model is loaded (the same fields the backend's describe gives)."""
+    return numerical_settings(backend_name, _options(request))
 
-    return {
-        "backend": HFBackend.name,
-        "device": request.device,
-        "dtype": request.dtype,
-        "threads": request.threads or torch.get_num_threads(),
-    }
+
+def _backend_settings(request: EvalRequest, checkpoint: Checkpoint) -> dict:
+    return backend_settings(request, checkpoint.backend_name)
 
 
 def _write(
@@ -138,7 +166,7 @@ def _measure_baseline(
     on_written: Callable[[str, str, Path], None] | None,
 ) -> dict:
     """name -> (Measurement, cache key); measured and cached where the cache has no entry."""
-    cache, settings, measured = BaselineCache(request.cache_dir), backend_settings(request), {}
+    cache, settings, measured = BaselineCache(request.cache_dir), _backend_settings(request, baseline), {}
     for config in suites:
         key, inputs = cache_key(baseline.identity, config, settings)
         start = time.perf_counter()
@@ -169,11 +197,17 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
     """Measure every model on every suite; `on_written(checkpoint label, suite, folder)` after each
     result folder is in place (the nightly moves it into its result store at once)."""
     suites = _suites(request)
+    if request.baseline and request.baseline_endpoint:
+        raise InputError("give the baseline as a checkpoint or as an endpoint, not both")
     baseline = _checkpoint(request.baseline, "baseline") if request.baseline else None
-    checkpoints = [_checkpoint(path, "variant" if baseline else "model") for path in request.models]
+    if request.baseline_endpoint:
+        baseline = _endpoint_checkpoint(request.baseline_endpoint, "baseline")
+    role = "variant" if baseline else "model"
+    checkpoints = [_checkpoint(path, role) for path in request.models]
+    checkpoints += [_endpoint_checkpoint(endpoint, role) for endpoint in request.endpoints]
     labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
     if len(set(labels)) != len(labels):
-        raise InputError(f"--model/--baseline: two checkpoints share a folder name ({', '.join(labels)})")
+        raise InputError(f"--model/--baseline: two checkpoints or endpoints share a name ({', '.join(labels)})")
     baseline_measurements = _measure_baseline(request, baseline, suites, on_written) if baseline else {}
     written = [request.out / baseline.label / c.name for c in suites] if baseline else []
     for checkpoint in checkpoints:

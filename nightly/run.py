@@ -25,7 +25,8 @@ from pathlib import Path
 
 from gates.evaluate import GateReport
 from gates.evaluate import evaluate as evaluate_gates
-from gates.plan import Plan, load_plan
+from gates.plan import Plan, PlanEndpoint, load_plan
+from harness.backends.openai import Endpoint
 from harness.cache import checkpoint_identity
 from harness.evaluate import EvalRequest, backend_settings, evaluate
 from harness.suites.loader import load_suite
@@ -35,6 +36,8 @@ from nightly.progress import Progress
 from nightly.store import ResultStore, pair_key
 from tracking.record import NightlyRecord, default_nightly_id, nightly_record
 from tracking.results import SuiteResult, read_result_folder
+
+IN_PROCESS_KINDS = ("latency",)  # suites that need the model in this process (not an endpoint)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def suite_ref(plan_path: Path, suite: str) -> str:
 
 def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, progress: Progress) -> dict[str, Path]:
     paths = {plan.baseline_name: plan.model}
-    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None):
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.endpoint is None):
         start = time.perf_counter()
         path, reused = build_variant(plan, variant, request.state / "variants", request.workers)
         paths[plan.checkpoint_name(variant)] = path
@@ -79,18 +82,25 @@ def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, pr
 
 
 def _measure(
-    plan: Plan, pairs: list[Pair], paths: dict[str, Path], request: NightlyRequest, progress: Progress
+    plan: Plan, pairs: list[Pair], paths: dict[str, Path], request: NightlyRequest, nightly_id: str, progress: Progress
 ) -> tuple[dict[Pair, Path], int]:
     """The result folder of every pair, measuring those the store does not hold yet."""
     store = ResultStore(request.state / "results")
-    settings = backend_settings(EvalRequest([], [], request.state, request.cache_dir, threads=request.threads))
+    settings_request = EvalRequest([], [], request.state, request.cache_dir, threads=request.threads)
     configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}
     baseline_identity = checkpoint_identity(plan.model)
     folders: dict[Pair, Path] = {}
     measured = 0
     for checkpoint in dict.fromkeys(p.checkpoint for p in pairs):
         mine = [p for p in pairs if p.checkpoint == checkpoint]
-        identity = baseline_identity if checkpoint == plan.baseline_name else checkpoint_identity(paths[checkpoint])
+        endpoint = mine[0].variant.endpoint if mine[0].variant is not None else None
+        if endpoint is not None:
+            # a deployment can change behind its URL: measured once per nightly (resumable within it)
+            identity = f"endpoint:{endpoint.base_url}:{endpoint.model}:{nightly_id}"
+            settings = backend_settings(settings_request, "openai")
+        else:
+            identity = baseline_identity if checkpoint == plan.baseline_name else checkpoint_identity(paths[checkpoint])
+            settings = backend_settings(settings_request)
         for pair in mine:
             key = pair_key(identity, baseline_identity, configs[pair.suite], settings)
             folders[pair] = store.folder(checkpoint, pair.suite, key)
@@ -116,7 +126,8 @@ def _measure(
         is_baseline = checkpoint == plan.baseline_name
         evaluate(
             EvalRequest(
-                models=[] if is_baseline else [paths[checkpoint]],
+                models=[] if is_baseline or endpoint is not None else [paths[checkpoint]],
+                endpoints=[] if endpoint is None else [_endpoint(plan, endpoint, request.plan_path)],
                 suites=[suite_ref(request.plan_path, p.suite) for p in todo],
                 out=scratch,
                 cache_dir=request.cache_dir,
@@ -128,6 +139,11 @@ def _measure(
         shutil.rmtree(scratch, ignore_errors=True)  # what is left: the baseline's folders beside a variant's
         gc.collect()
     return folders, measured
+
+
+def _endpoint(plan: Plan, endpoint: PlanEndpoint, plan_path: Path) -> Endpoint:
+    tokenizer = (plan_path.parent / endpoint.tokenizer).resolve() if endpoint.tokenizer else plan.model
+    return Endpoint(endpoint.base_url, endpoint.model, tokenizer, endpoint.api_key_env)
 
 
 def _gate_and_record(
@@ -145,19 +161,22 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
     from tracking.store import resolve_store
 
     plan = load_plan(request.plan_path)
-    for name in plan.suites:
-        load_suite(suite_ref(request.plan_path, name))  # every suite file checked before any work
+    kinds = {name: load_suite(suite_ref(request.plan_path, name)).kind for name in plan.suites}  # checked first
     check_schemes(plan)
     nightly_id = request.nightly_id or default_nightly_id(plan)
     pairs = shard_of(matrix(plan), request.shard)
-    builds = len({p.variant.name for p in pairs if p.variant is not None})
+    in_process_only = [p for p in pairs if p.variant and p.variant.endpoint and kinds[p.suite] in IN_PROCESS_KINDS]
+    pairs = [p for p in pairs if p not in in_process_only]
+    builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.endpoint is None})
     progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))
     progress.note(
         f"nightly {nightly_id}: plan {plan.name}, shard {request.shard}, {len(pairs)} (checkpoint, suite) pairs"
     )
+    for pair in in_process_only:
+        progress.note(f"skip {pair.label}: an endpoint cannot be measured by an in-process suite")
     try:
         paths = _checkpoint_paths(plan, pairs, request, progress)
-        folders, measured = _measure(plan, pairs, paths, request, progress)
+        folders, measured = _measure(plan, pairs, paths, request, nightly_id, progress)
         results = [read_result_folder(folders[p]) for p in pairs]
         gates, record = _gate_and_record(plan, results, nightly_id, request.shard.whole)
         store = resolve_store(request.tracking_uri)

@@ -27,6 +27,7 @@ def registered_commands() -> list[Command]:
     """The registry. Imports are local so that `import quantgate` stays lean."""
     from gates.commands import add_gate_arguments, run_gate
     from harness.commands import add_eval_arguments, run_eval
+    from harness.serve import add_serve_arguments, run_serve
     from nightly.commands import add_nightly_arguments, run_nightly_command
     from quant.commands import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
     from reporting.commands import add_report_arguments, run_report
@@ -56,6 +57,12 @@ def registered_commands() -> list[Command]:
             help="Measure checkpoints on suites (perplexity, latency, ...) against a cached BF16 baseline.",
             add_arguments=add_eval_arguments,
             run=run_eval,
+        ),
+        Command(
+            name="serve",
+            help="Serve a checkpoint with vLLM (OpenAI-compatible), flags from the model; prints the URL.",
+            add_arguments=add_serve_arguments,
+            run=run_serve,
         ),
         Command(
             name="gate",

@@ -101,7 +101,7 @@ def read_result_folder(folder: Path) -> SuiteResult:
         elif (folder / MANIFEST_NAME).is_file():  # downloaded from MLflow, where it sits beside the summary
             artifacts.append(folder / MANIFEST_NAME)
         return SuiteResult(
-            variant=checkpoint.name,
+            variant=model.get("name") or checkpoint.name,  # an endpoint: its served model name
             suite=suite["name"],
             suite_version=int(suite["version"]),
             metrics=[_metric(m) for m in summary["metrics"]],

@@ -3,7 +3,8 @@
 Tasks are lm-eval task names: the project's own YAMLs under `include_path` (held-out data of the
 bundled model; their relative `data_files` are resolved against the YAML's folder, since lm-eval
 would read them relative to the working directory), or any task of lm-eval's registry. The model is
-not loaded twice: the backend's transformers model and tokenizer are wrapped in lm-eval's `HFLM`.
+not loaded twice: the backend's transformers model and tokenizer are wrapped in lm-eval's `HFLM`;
+an endpoint backend (`openai`) gives lm-eval's `local-completions` model instead (token-id requests).
 Per-sample correctness (the task's `metric` in each logged sample) is kept; against the baseline each
 task reports flips (correct->wrong, wrong->correct) and an exact McNemar test.
 """
@@ -99,15 +100,29 @@ _SAMPLE_FIELDS = {
 
 
 def measure(config: BenchmarkSuiteConfig, backend: Backend, out_dir: Path) -> Measurement:
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
+    if hasattr(backend, "lm_eval_model"):  # an endpoint: lm-eval's local-completions
+        return _measure(config, backend.lm_eval_model(config.batch_size), out_dir)
     model, tokenizer = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
     if model is None or tokenizer is None:
         raise ValueError(
             f"suite benchmark wraps an in-process transformers model; backend {backend.name!r} has none"
         )
+    # A checkpoint's generation_config.max_new_tokens would override the tasks' max_gen_toks (lm-eval
+    # passes max_length); it is lifted for the run and put back.
+    saved_max_new_tokens = model.generation_config.max_new_tokens
+    model.generation_config.max_new_tokens = None
+    try:
+        return _measure(config, HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size), out_dir)
+    finally:
+        model.generation_config.max_new_tokens = saved_max_new_tokens
+
+
+def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measurement:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
     include_path = suite_data_path(config.include_path).resolve()
     # Indexing lm-eval's whole registry takes ~20 s: only done when a task is not a local one.
     manager = TaskManager(include_path=str(include_path), include_defaults=False)
@@ -115,26 +130,19 @@ def measure(config: BenchmarkSuiteConfig, backend: Backend, out_dir: Path) -> Me
         manager = TaskManager(include_path=str(include_path))
     specs = [_task_spec(manager, task.name, include_path) for task in config.tasks]
     started = time.perf_counter()
-    # A checkpoint's generation_config.max_new_tokens would override the tasks' max_gen_toks (lm-eval
-    # passes max_length); it is lifted for the run and put back.
-    saved_max_new_tokens = model.generation_config.max_new_tokens
-    model.generation_config.max_new_tokens = None
-    try:
-        results = simple_evaluate(
-            model=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size),
-            tasks=specs,
-            task_manager=manager,
-            limit=config.limit,
-            num_fewshot=config.num_fewshot,
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=config.seed,
-            numpy_random_seed=config.seed,
-            torch_random_seed=config.seed,
-            fewshot_random_seed=config.seed,
-        )
-    finally:
-        model.generation_config.max_new_tokens = saved_max_new_tokens
+    results = simple_evaluate(
+        model=lm,
+        tasks=specs,
+        task_manager=manager,
+        limit=config.limit,
+        num_fewshot=config.num_fewshot,
+        log_samples=True,
+        bootstrap_iters=0,
+        random_seed=config.seed,
+        numpy_random_seed=config.seed,
+        torch_random_seed=config.seed,
+        fewshot_random_seed=config.seed,
+    )
     wall_s = time.perf_counter() - started
 
     rows: list[dict[str, Any]] = []

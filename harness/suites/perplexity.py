@@ -12,6 +12,12 @@ Artifacts (`distributions.safetensors` in the measurement's out_dir), N = scored
   kept_ids [N, K] in top-k mode; routing.<layer> [N, k]: sorted selected experts per MoE layer.
 A variant measured against the baseline stores `kept_logprobs` at the *baseline's* kept ids instead,
 which is what top-k KL needs (KL over the baseline's top-K plus one tail bucket).
+
+A backend that cannot return the full vocabulary (an endpoint: `max_top_k`, e.g. vLLM's --max-logprobs)
+scores a variant at its own top-`max_top_k`; a baseline id outside it gets the smallest log-probability
+the variant returned at that position (an upper bound on its true value, capped so that the kept mass
+stays <= 1), so KL over the baseline's top-K + tail is then an estimate, exact when the variant's
+top-`max_top_k` covers the baseline's top-K.
 """
 
 from __future__ import annotations
@@ -102,8 +108,28 @@ def _document_windows(
     return documents, windows, owner
 
 
+def gather_partial(top_ids: torch.Tensor, top_logprobs: torch.Tensor, at_ids: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities at `at_ids` [S, K] from a partial top-k (top_ids, top_logprobs [S, k']); an id
+    outside the top-k' gets the smallest returned value, lowered where needed so the total stays <= 1."""
+    match = at_ids[:, :, None] == top_ids[:, None, :]  # [S, K, k']
+    found = match.any(-1)  # [S, K]
+    values = torch.where(match, top_logprobs[:, None, :].double(), torch.zeros((), dtype=torch.float64)).sum(-1)
+    floor = top_logprobs.double().min(-1, keepdim=True).values  # [S, 1]
+    free = (1.0 - top_logprobs.double().exp().sum(-1, keepdim=True)).clamp_min(1e-30)  # mass outside top-k'
+    missing = (~found).sum(-1, keepdim=True).clamp_min(1)
+    fill = torch.minimum(floor, (free / missing).log())  # [S, 1]
+    return torch.where(found, values, fill).float()
+
+
 def _reduce(score: WindowScores, keep: int | None, at_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """What is kept of one window's scores. keep: top-k scored (ids kept); at_ids [S, K]: gather there."""
+    if keep is not None and at_ids is not None:  # a variant on a backend without the full vocabulary
+        return {
+            "target_logprobs": score.target_logprobs,
+            "argmax_ids": score.top_ids[:, 0],
+            "kept_logprobs": gather_partial(score.top_ids, score.top_logprobs, at_ids),
+            **{f"routing.{layer}": experts for layer, experts in score.routing.items()},
+        }
     if keep is not None:
         return {
             "target_logprobs": score.target_logprobs,
@@ -134,7 +160,7 @@ def _collect(
     if baseline is not None and targets != baseline["target_ids"].tolist():
         raise InputError(f"{config.data}: the model tokenizes the text differently from the baseline")
     baseline_ids = baseline["kept_ids"].long() if baseline is not None and "kept_ids" in baseline else None
-    keep = config.top_k if baseline is None else None
+    keep = config.top_k if baseline is None else getattr(backend, "max_top_k", None)
     starts = torch.tensor([0] + [w.scored for w in windows]).cumsum(0).tolist()  # each window's first token
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].tokens))
     reduced: list[dict[str, torch.Tensor]] = [{}] * len(windows)
@@ -263,7 +289,7 @@ def compare(config: PerplexityConfig, variant: Measurement, baseline: Measuremen
 def routing_metrics(base: dict[str, torch.Tensor], variant: dict[str, torch.Tensor]) -> list[Metric]:
     """Per MoE layer: same expert set share, mean expert overlap, expert-load TVD and JS divergence."""
     metrics, agreements = [], []
-    for layer in _moe_layers(base):
+    for layer in (layer for layer in _moe_layers(base) if f"routing.{layer}" in variant):  # none via an endpoint
         b, v = base[f"routing.{layer}"].long(), variant[f"routing.{layer}"].long()  # [N, k]
         n, experts = b.shape[0], int(max(b.max(), v.max())) + 1
         same, same_stderr = kl.mean_stderr(kl.same_experts(b, v).double())

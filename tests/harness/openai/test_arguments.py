@@ -1,0 +1,134 @@
+"""Argument handling that needs no server: `quantgate serve` flags, `quantgate eval --backend openai` errors,
+endpoint variants in a plan, and the GPU script's argument checks and dry run (no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gates.plan import load_plan
+from harness.dequantize import dequantize_checkpoint
+from harness.serve import ServeConfig, command
+from quantgate.cli import main
+from quantgate.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_serve_flags_come_from_the_model(bundled_model: Path) -> None:
+    argv, env = command(ServeConfig(model=bundled_model, tensor_parallel_size=2, expert_parallel=True), 8123)
+    joined = " ".join(argv)
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert "--tool-call-parser kimi_k2" in joined and "--enable-auto-tool-choice" in joined
+    assert f"--chat-template {bundled_model.resolve()}/chat_template.jinja" in joined
+    assert "--served-model-name kimi-k2-tiny" in joined and "--port 8123" in joined
+    assert "--tensor-parallel-size 2" in joined and "--enable-expert-parallel" in joined
+    assert "--enforce-eager" in joined and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert json.loads(argv[argv.index("--compilation-config") + 1]) == {"custom_ops": ["-rotary_embedding"]}
+    assert env["VLLM_ENFORCE_STRICT_TOOL_CALLING"] == "0"
+    assert json.loads(argv[argv.index("--structured-outputs-config") + 1]) == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
+    cuda, cuda_env = command(ServeConfig(model=bundled_model, device="cuda"), 8123)
+    assert "--enforce-eager" not in cuda and "VLLM_CPU_KVCACHE_SPACE" not in cuda_env
+
+
+def test_serve_refuses_pack_quantized_on_cpu_and_dequantize_makes_it_servable(variant_dir, tmp_path: Path) -> None:
+    int4 = variant_dir("kimi-k2-thinking-int4")
+    with pytest.raises(InputError, match="cannot serve pack-quantized"):
+        command(ServeConfig(model=int4), 8123)
+    plain = dequantize_checkpoint(int4, tmp_path / "int4-bf16")
+    assert "quantization_config" not in json.loads((plain / "config.json").read_text())
+    assert (plain / "quantgate.dequantized.json").is_file()
+    command(ServeConfig(model=plain), 8123)  # servable now
+
+
+def test_serve_print_command_and_bad_input(bundled_model: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--model", str(bundled_model), "--print-command", "--", "--seed", "3"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("--seed 3")
+    assert main(["serve", "--model", str(bundled_model), "--max-model-len", "0"]) == 2
+    assert main(["serve", "--model", "/nonexistent", "--print-command"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--base-url", "http://127.0.0.1:1"], "need --backend openai"),
+        (["--backend", "openai"], "--base-url: give one"),
+        (
+            ["--backend", "openai", "--base-url", "http://a", "--served-model", "x", "--served-model", "y"],
+            "--served-model: give one per --model",
+        ),
+        (["--baseline-backend", "openai"], "needs --baseline"),
+        (
+            ["--backend", "openai", "--base-url", "http://a", "--api-key-env", "QUANTGATE_NO_SUCH_KEY"],
+            "QUANTGATE_NO_SUCH_KEY is not set",
+        ),
+    ],
+)
+def test_eval_endpoint_arguments(
+    bundled_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    argv = ["eval", "--model", str(bundled_model), "--suite", "perplexity", "--out", str(tmp_path)]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plan_variant_can_be_an_endpoint(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"version: 1\nname: p\nmodel: {ROOT / 'models' / 'kimi-k2-tiny'}\nsuites: [perplexity]\n"
+        "variants:\n  - {name: vendor, group: g, endpoint: {base_url: 'http://127.0.0.1:9', model: org/k2}}\n"
+        "gates:\n  - {metric: perplexity.kl_mean, max_value: 0.05}\n"
+    )
+    loaded = load_plan(plan)
+    assert loaded.checkpoint_name(loaded.variants[0]) == "org_k2"
+    assert loaded.variants[0].endpoint.tokenizer == (ROOT / "models" / "kimi-k2-tiny").resolve()
+    plan.write_text(plan.read_text().replace("group: g,", "group: g, scheme: w8a16,"))
+    with pytest.raises(InputError, match="takes no 'scheme'"):
+        load_plan(plan)
+
+
+def _gpu(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_suites.py"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_gpu_script_dry_run_prints_the_plan(tmp_path: Path) -> None:
+    done = _gpu(str(tmp_path / "out"), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    steps = [line.split(":")[0] for line in done.stdout.splitlines() if line[:1].isdigit()]
+    assert steps == [
+        "1. venv vllm",
+        "2. install vllm",
+        "3. venv quantgate",
+        "4. install quantgate",
+        "5. quantize int4",
+        "6. serve bf16",
+        "7. serve int4",
+        "8. eval",
+    ]
+    assert "--scheme kimi-k2-thinking-int4" in done.stdout and "--backend openai" in done.stdout
+    assert "--device cuda" in done.stdout and "--suite suites/serving_latency.yaml" in done.stdout
+    given = _gpu(
+        str(tmp_path / "out"), "--dry-run", "--vllm-python", "/x/bin/python", "--quantgate-python", sys.executable
+    )
+    assert "install" not in given.stdout and given.stdout.startswith("1. quantize int4")
+
+
+def test_gpu_script_rejects_bad_arguments(tmp_path: Path) -> None:
+    assert _gpu().returncode == 2
+    assert "gpu-memory-utilization" in _gpu(str(tmp_path), "--gpu-memory-utilization", "0.9").stderr
+    assert "not a checkpoint" in _gpu(str(tmp_path), "--model", str(tmp_path)).stderr
+    assert "not a folder" in _gpu(str(tmp_path), "--wheelhouse", str(tmp_path / "none")).stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    assert "not empty" in _gpu(str(tmp_path / "full")).stderr
+    no_gpu = _gpu(str(tmp_path / "new"), "--vllm-python", sys.executable, "--quantgate-python", sys.executable)
+    assert no_gpu.returncode == 2 and "no NVIDIA GPU" in no_gpu.stderr  # this CPU machine
