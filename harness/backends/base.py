@@ -46,8 +46,15 @@ class Backend(Protocol):
         """(sum log p(continuation | context), whether the continuation is the greedy one)."""
         ...
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
-        """Continuations of token-id prompts, decoded with special tokens kept, cut at the first stop string."""
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str], temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Continuations of token-id prompts, decoded with special tokens kept, cut at the first stop string.
+
+        temperature 0 is greedy; above 0 samples, reproducibly for a given `seed` (identical prompts in one
+        call get different samples).
+        """
         ...
 
     def render_chat(self, messages: list[dict], tools: list[dict] | None) -> list[int]:

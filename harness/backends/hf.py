@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.backends.base import Window, WindowScores
+from harness.backends.decoding import decode_batch, occurrences, row_seed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -117,19 +118,29 @@ class HFBackend:
                 results.append((score, bool((row_logprobs.argmax(-1) == target).all())))
         return results
 
-    @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str]) -> list[str]:
-        stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in stop if s in self.tokenizer.get_vocab()]
-        stop_ids = stop_ids or [self.tokenizer.eos_token_id]
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str], temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Greedy (temperature 0) or sampled continuations; see `harness.backends.decoding`."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        vocab = self.tokenizer.get_vocab()
+        stop_ids = {vocab[s] for s in stop if s in vocab} or {self.tokenizer.eos_token_id}
+        generators = None
+        if temperature > 0:
+            generators = [
+                torch.Generator().manual_seed(row_seed(seed or 0, prompt, k))
+                for prompt, k in zip(prompts, occurrences(prompts), strict=True)
+            ]
         texts: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start : start + self.batch_size]
-            ids, mask = self._padded(chunk, left=True)
-            generated = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=stop_ids, pad_token_id=self.tokenizer.pad_token_id,
+            chunk = slice(start, start + self.batch_size)
+            new_tokens = decode_batch(
+                self.model, prompts[chunk], max_new_tokens, stop_ids, self.tokenizer.pad_token_id,
+                temperature, generators[chunk] if generators else None,
             )
-            for row in generated[:, ids.shape[1] :]:
+            for row in new_tokens:
                 text = self.tokenizer.decode(row, skip_special_tokens=False).replace(self.tokenizer.pad_token, "")
                 cut = min((text.find(s) for s in stop if s in text), default=-1)
                 texts.append(text[:cut] if cut >= 0 else text)

@@ -8,7 +8,6 @@ measurement step together (`harness.toolcall.loop`); metrics are in `harness.too
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
@@ -74,14 +73,7 @@ def _scenario_episode(scenario: dict[str, Any], sample: int) -> Episode:
 
 
 def _generator(config: ToolcallSuiteConfig, backend: Backend) -> Generate:
-    if config.temperature == 0:
-        return lambda prompts: backend.generate(prompts, config.max_new_tokens, config.stop)
-    if not {"temperature", "seed"} <= inspect.signature(backend.generate).parameters.keys():
-        raise ValueError(
-            f"backend {backend.name!r} cannot sample (its generate takes no temperature and seed); "
-            "use temperature 0 and samples 1"
-        )
-    return lambda prompts: backend.generate(  # type: ignore[call-arg]
+    return lambda prompts: backend.generate(
         prompts, config.max_new_tokens, config.stop, temperature=config.temperature, seed=config.seed
     )
 

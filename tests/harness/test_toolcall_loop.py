@@ -60,7 +60,7 @@ class ScriptedBackend:
         self.conversations.append(json.loads(json.dumps(messages)))
         return [len(self.conversations) - 1]
 
-    def generate(self, prompts, max_new_tokens, stop):
+    def generate(self, prompts, max_new_tokens, stop, temperature=0.0, seed=None):
         texts = []
         for (handle,) in prompts:
             messages = self.conversations[handle]

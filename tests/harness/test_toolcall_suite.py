@@ -73,3 +73,16 @@ def test_config_rejects_impossible_settings():
         load_config("toolcall", temprature=0.7)
     with pytest.raises(ValidationError, match="scenarios_file, requests_file"):
         ToolcallSuiteConfig(name="t", kind="toolcall", version=1)
+
+
+def test_sampled_episodes_report_pass_hat_k_reproducibly(bundled_backend, tmp_path):
+    config = load_config("toolcall", limit=3, samples=2, temperature=1.0, seed=3)
+    first = TOOLCALL_SUITE.measure(config, bundled_backend, tmp_path / "a")
+    assert [(r["id"], r["sample"]) for r in first.samples] == [
+        (s["id"], k) for s in first.samples[::2] for k in (0, 1)
+    ]
+    metrics = {m.name: m for m in first.metrics}
+    assert 0.0 <= metrics["pass^2"].value <= metrics["task_success"].value <= 1.0
+    assert metrics["pass^2"].n == 3 and metrics["task_success"].n == 6
+    again = TOOLCALL_SUITE.measure(config, bundled_backend, tmp_path / "b")
+    assert again.samples == first.samples  # same seed, same episodes
