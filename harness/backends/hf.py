@@ -20,6 +20,14 @@ from harness.backends.decoding import decode_batch, occurrences, row_seed
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def _upcast(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Floating-point parameters to `dtype` by hand (exact for bf16 and dequantized values)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.is_floating_point():
+                parameter.data = parameter.data.to(dtype)
+
+
 class HFBackend:
     name = "hf"
 
@@ -31,11 +39,12 @@ class HFBackend:
             torch.set_num_threads(threads)
         self.model_dir, self.dtype, self.device, self.batch_size = Path(model_dir), dtype, device, batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=DTYPES[dtype])
-        with torch.no_grad():
-            for parameter in model.parameters():
-                parameter.data = parameter.data.to(DTYPES[dtype])
-        self.model = model.to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=DTYPES[dtype]).eval()
+        _upcast(model, DTYPES[dtype])  # packed integer weights (weight_packed, ...) are left as they are
+        with torch.no_grad():  # compressed Linear modules (not the fused experts) decompress on their first forward
+            model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]]))
+        _upcast(model, DTYPES[dtype])  # ... into the scales' dtype: upcast what that produced
+        self.model = model.to(device)
         self._routers = {
             index: layer.mlp.gate for index, layer in enumerate(self.model.model.layers) if hasattr(layer.mlp, "gate")
         }
