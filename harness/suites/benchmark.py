@@ -11,7 +11,6 @@ task reports flips (correct->wrong, wrong->correct) and an exact McNemar test.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,7 +128,6 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
     if any(task.name not in manager.task_index for task in config.tasks):
         manager = TaskManager(include_path=str(include_path))
     specs = [_task_spec(manager, task.name, include_path) for task in config.tasks]
-    started = time.perf_counter()
     results = simple_evaluate(
         model=lm,
         tasks=specs,
@@ -143,8 +141,6 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
         torch_random_seed=config.seed,
         fewshot_random_seed=config.seed,
     )
-    wall_s = time.perf_counter() - started
-
     rows: list[dict[str, Any]] = []
     metrics: list[Metric] = []
     for task in config.tasks:
@@ -171,7 +167,6 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
         )
         rows += task_rows
     extra = {
-        "wall_s": wall_s,
         "lm_eval_results": results["results"],
         "lm_eval_versions": results.get("versions"),
         "n_samples": results.get("n-samples"),

@@ -9,7 +9,6 @@ measurement step together (`harness.toolcall.loop`); metrics are in `harness.too
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +90,6 @@ def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Mea
     ]
     parser = detect_parser(backend) if config.parser == "auto" else config.parser
 
-    started = time.perf_counter()
     rounds = run_episodes(
         scenario_episodes + request_episodes,
         backend.render_chat,
@@ -100,7 +98,6 @@ def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Mea
         max_new_tokens=config.max_new_tokens,
         max_context_tokens=config.max_context_tokens,
     )
-    wall_s = time.perf_counter() - started
 
     rows = []
     for scenario, episode in zip(
@@ -128,7 +125,7 @@ def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Mea
         | {"source": "request", "success": None, "expected_trigger": None, "reference_tools": None}
         for e in request_episodes
     ]
-    extra = {"parser": parser, "wall_s": wall_s, "generate_rounds": rounds, "episodes": len(rows)}
+    extra = {"parser": parser, "generate_rounds": rounds, "episodes": len(rows)}
     return Measurement(metrics=measure_metrics(rows), samples=rows, out_dir=out_dir, extra=extra)
 
 
