@@ -118,7 +118,8 @@ def gather(plan: Plan, results: list[SuiteResult], gates: GateReport, nightly_id
         size, bits = _size(by_pair, checkpoint)
         variants.append(
             VariantRow(
-                variant.name, checkpoint, variant.scheme, variant.group, variant.canary,
+                variant.name, checkpoint, variant.scheme or f"endpoint {variant.endpoint.base_url}", variant.group,
+                variant.canary,
                 _outcome(gates, variant.name, variant.canary), size, bits,
             )
         )
