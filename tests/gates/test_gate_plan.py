@@ -12,14 +12,16 @@ from quantgate.errors import InputError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_nightly_plan_draft_loads():
+def test_shipped_nightly_plan_loads():
     plan = load_plan(ROOT / "suites" / "nightly.yaml")
     assert plan.baseline_name == "kimi-k2-tiny"
     assert plan.suites == ["perplexity", "benchmark", "toolcall", "latency"]
     real = {v.name for v in plan.variants if not v.canary}
-    assert real == {"kimi-k2-thinking-int4", "w4a16-g128", "w8a16", "fp8-block"}
+    assert real == {"kimi-k2-thinking-int4", "kimi-k2-thinking-int4-gptq", "w4a16-g128", "w8a16", "fp8-block"}
     assert {v.name for v in plan.variants if v.canary} == {"w3a16-g32", "w2a16-g32"}
-    assert all(v.method == "rtn" for v in plan.variants)
+    assert {v.method for v in plan.variants} == {"rtn", "gptq"}
+    canary_groups = {v.group for v in plan.variants if v.canary}
+    assert canary_groups == {plan.variant("kimi-k2-thinking-int4").group}, "canaries share the int4 gates"
     assert all(plan.gates_for(v) for v in plan.variants), "every variant, canaries included, has gates"
     assert plan.checkpoint_name(plan.variant("w8a16")) == "kimi-k2-tiny-w8a16-rtn"
 
