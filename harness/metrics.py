@@ -19,3 +19,16 @@ class Metric:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def ratios_to_baseline(variant: list[Metric], baseline: list[Metric], names: dict[str, str]) -> list[Metric]:
+    """variant / baseline for every metric whose stem (the name before its first ".") is in `names`,
+    named `names[stem]` plus the metric's condition suffix; the ratio keeps its metric's direction."""
+    base = {m.name: m for m in baseline}
+    out = []
+    for metric in variant:
+        stem, _, condition = metric.name.partition(".")
+        if stem in names and metric.name in base and base[metric.name].value:
+            name = names[stem] + (f".{condition}" if condition else "")
+            out.append(Metric(name, metric.value / base[metric.name].value, metric.direction, None, "x", metric.n))
+    return out

@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from harness.backends.base import Backend
-from harness.metrics import Metric
+from harness.metrics import Metric, ratios_to_baseline
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from quantgate.errors import InputError
 
@@ -196,16 +196,7 @@ RATIOS = {  # variant / baseline; the direction of the ratio follows its metric'
 
 
 def compare(config: LatencyConfig, variant: Measurement, baseline: Measurement) -> list[Metric]:
-    base = {m.name: m for m in baseline.metrics}
-    out = []
-    for metric in variant.metrics:
-        stem, _, condition = metric.name.partition(".")
-        if stem in RATIOS and metric.name in base and base[metric.name].value:
-            name = RATIOS[stem] + (f".{condition}" if condition else "")
-            out.append(
-                Metric(name, metric.value / base[metric.name].value, metric.direction, None, "x", metric.n)
-            )
-    return out
+    return ratios_to_baseline(variant.metrics, baseline.metrics, RATIOS)
 
 
 KIND = register_suite(SuiteKind("latency", LatencyConfig, measure, compare))

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from harness.backends.base import Backend
 from harness.kl import percentiles
-from harness.metrics import Metric
+from harness.metrics import Metric, ratios_to_baseline
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from quantgate.errors import InputError
 
@@ -135,14 +135,7 @@ RATIOS = {"ttft_ms_p50": "ttft_ratio_p50", "itl_ms_p50": "itl_ratio_p50", "outpu
 
 def compare(config: ServingLatencyConfig, variant: Measurement, baseline: Measurement) -> list[Metric]:
     """variant / baseline per condition, for median TTFT, median ITL and output tokens/s."""
-    base = {m.name: m for m in baseline.metrics}
-    out = []
-    for metric in variant.metrics:
-        stem, _, condition = metric.name.partition(".")
-        if stem in RATIOS and metric.name in base and base[metric.name].value:
-            ratio = metric.value / base[metric.name].value
-            out.append(Metric(f"{RATIOS[stem]}.{condition}", ratio, metric.direction, None, "x", metric.n))
-    return out
+    return ratios_to_baseline(variant.metrics, baseline.metrics, RATIOS)
 
 
 KIND = register_suite(SuiteKind("serving_latency", ServingLatencyConfig, measure, compare))
