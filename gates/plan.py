@@ -32,6 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.suites.paths import suite_entry_name
 from quantgate.errors import InputError
 from quantgate.typed_yaml import load_typed_yaml
 
@@ -152,7 +153,7 @@ class Plan(_Strict):
     @property
     def suite_names(self) -> list[str]:
         """The suites' names: a bare name as it is; a path (a suite file elsewhere) by its file stem."""
-        return [Path(s).stem if "/" in s or s.endswith((".yaml", ".yml")) else s for s in self.suites]
+        return [suite_entry_name(s) for s in self.suites]
 
     @property
     def baseline_name(self) -> str:

@@ -131,10 +131,6 @@ def backend_settings(request: EvalRequest, backend_name: str = "hf") -> dict:
     return numerical_settings(backend_name, _options(request))
 
 
-def _backend_settings(request: EvalRequest, checkpoint: Checkpoint) -> dict:
-    return backend_settings(request, checkpoint.backend_name)
-
-
 def _write(
     request: EvalRequest,
     checkpoint: Checkpoint,
@@ -166,7 +162,7 @@ def _measure_baseline(
     on_written: Callable[[str, str, Path], None] | None,
 ) -> dict:
     """name -> (Measurement, cache key); measured and cached where the cache has no entry."""
-    cache, settings, measured = BaselineCache(request.cache_dir), _backend_settings(request, baseline), {}
+    cache, settings, measured = BaselineCache(request.cache_dir), backend_settings(request, baseline.backend_name), {}
     for config in suites:
         key, inputs = cache_key(baseline.identity, config, settings)
         start, cpu_start = time.perf_counter(), time.process_time()

@@ -44,8 +44,6 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     from nightly.run import NightlyRequest, run_nightly
     from tracking.store import state_dir
 
-    if not args.plan.is_file():
-        raise InputError(f"{args.plan}: plan file not found")
     for option in ("threads", "workers"):
         value = getattr(args, option)
         if value is not None and value < 1:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from gates.plan import Plan, PlanVariant
+from harness.suites.paths import suite_entry_name
 from quantgate.errors import InputError
 
 SHARD = re.compile(r"^(?P<index>\d+)/(?P<count>\d+)$")
@@ -50,8 +51,7 @@ class Pair:
 
     @property
     def label(self) -> str:
-        suite = self.suite.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
-        return f"{self.checkpoint} × {suite}"
+        return f"{self.checkpoint} × {suite_entry_name(self.suite)}"
 
 
 def matrix(plan: Plan) -> list[Pair]:

@@ -29,7 +29,9 @@ from gates.plan import Plan, PlanEndpoint, load_plan
 from harness.backends.openai import Endpoint
 from harness.cache import checkpoint_identity
 from harness.evaluate import EvalRequest, backend_settings, evaluate
+from harness.suites.base import SuiteConfig
 from harness.suites.loader import load_suite
+from harness.suites.paths import is_suite_file
 from nightly.build import build_variant, check_schemes
 from nightly.matrix import Pair, Shard, matrix, shard_of
 from nightly.progress import Progress
@@ -65,7 +67,7 @@ class NightlyOutcome:
 
 def suite_ref(plan_path: Path, suite: str) -> str:
     """A plan's suite entry for load_suite: a bare name, or a path made relative to the plan file."""
-    if "/" in suite or suite.endswith((".yaml", ".yml")):
+    if is_suite_file(suite):
         return str((plan_path.parent / suite).resolve())
     return suite
 
@@ -82,12 +84,17 @@ def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, pr
 
 
 def _measure(
-    plan: Plan, pairs: list[Pair], paths: dict[str, Path], request: NightlyRequest, nightly_id: str, progress: Progress
+    plan: Plan,
+    configs: dict[str, SuiteConfig],
+    pairs: list[Pair],
+    paths: dict[str, Path],
+    request: NightlyRequest,
+    nightly_id: str,
+    progress: Progress,
 ) -> tuple[dict[Pair, Path], int]:
     """The result folder of every pair, measuring those the store does not hold yet."""
     store = ResultStore(request.state / "results")
     settings_request = EvalRequest([], [], request.state, request.cache_dir, threads=request.threads)
-    configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}
     baseline_identity = checkpoint_identity(plan.model)
     folders: dict[Pair, Path] = {}
     measured = 0
@@ -161,11 +168,13 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
     from tracking.store import resolve_store
 
     plan = load_plan(request.plan_path)
-    kinds = {name: load_suite(suite_ref(request.plan_path, name)).kind for name in plan.suites}  # checked first
+    configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}  # checked first
     check_schemes(plan)
     nightly_id = request.nightly_id or default_nightly_id(plan)
     pairs = shard_of(matrix(plan), request.shard)
-    in_process_only = [p for p in pairs if p.variant and p.variant.endpoint and kinds[p.suite] in IN_PROCESS_KINDS]
+    in_process_only = [
+        p for p in pairs if p.variant and p.variant.endpoint and configs[p.suite].kind in IN_PROCESS_KINDS
+    ]
     pairs = [p for p in pairs if p not in in_process_only]
     builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.endpoint is None})
     progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))
@@ -176,7 +185,7 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
         progress.note(f"skip {pair.label}: an endpoint cannot be measured by an in-process suite")
     try:
         paths = _checkpoint_paths(plan, pairs, request, progress)
-        folders, measured = _measure(plan, pairs, paths, request, nightly_id, progress)
+        folders, measured = _measure(plan, configs, pairs, paths, request, nightly_id, progress)
         results = [read_result_folder(folders[p]) for p in pairs]
         gates, record = _gate_and_record(plan, results, nightly_id, request.shard.whole)
         store = resolve_store(request.tracking_uri)

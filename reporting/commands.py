@@ -38,8 +38,6 @@ def run_report(args: argparse.Namespace) -> int:
     from tracking.results import read_results
     from tracking.store import resolve_store, state_dir
 
-    if not args.plan.is_file():
-        raise InputError(f"{args.plan}: plan file not found")
     if args.nightly and args.nightly_id:
         raise InputError("--nightly-id goes with --results; --nightly already names the nightly")
     plan = load_plan(args.plan)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 import harness.suites.catalog  # noqa: F401  (registers the suite kinds)
 from harness.suites.base import SUITE_KINDS, SuiteConfig, suite_kind
+from harness.suites.paths import is_suite_file
 from quantgate.errors import InputError
 from quantgate.typed_yaml import read_yaml_mapping
 
@@ -27,7 +28,7 @@ def suite_names() -> list[str]:
 def suite_path(name_or_path: str | Path) -> Path:
     """A bare name -> suites/<name>.yaml; anything else is a path."""
     text = str(name_or_path)
-    if "/" not in text and not text.endswith((".yaml", ".yml")):
+    if not is_suite_file(text):
         path = SUITES_DIR / f"{text}.yaml"
         if not path.is_file():
             raise InputError(

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from tracking import names
 
+PLAN = Path(__file__).parent / "data" / "plan.yaml"
 N_PAIRS = 12  # (baseline + 2 variants) x 4 suites
 
 
@@ -112,7 +113,7 @@ def test_shards_log_their_slices_and_report_assembles_the_whole(first_nightly):
     client = MlflowClient(env.server)
     assert names.TAG_VERDICT not in _parent(client, "n-split").data.tags
     whole = env.run(
-        env.command("report", "--plan", str(first_nightly_plan()), "--nightly", "n-split",
+        env.command("report", "--plan", str(PLAN), "--nightly", "n-split",
                     "--tracking-uri", env.server, "--reports", str(env.reports))
     )
     assert whole.returncode == 0, whole.stdout + whole.stderr
@@ -124,7 +125,7 @@ def test_shards_log_their_slices_and_report_assembles_the_whole(first_nightly):
 def test_gating_the_canary_as_a_real_variant_fails_with_a_reason(first_nightly):
     env = first_nightly.env
     drill = env.run(
-        env.command("gate", "--results", str(env.state / "results"), "--plan", str(first_nightly_plan()),
+        env.command("gate", "--results", str(env.state / "results"), "--plan", str(PLAN),
                     "--as-real", "w2a16-g32")
     )
     assert drill.returncode == 1
@@ -134,12 +135,8 @@ def test_gating_the_canary_as_a_real_variant_fails_with_a_reason(first_nightly):
 def test_bad_plan_is_one_line_exit_2_and_writes_nothing(first_nightly, tmp_path):
     env = first_nightly.env
     plan = tmp_path / "plan.yaml"
-    plan.write_text(first_nightly_plan().read_text().replace("group: int4}", "group: int4, colour: red}"))
+    plan.write_text(PLAN.read_text().replace("group: int4}", "group: int4, colour: red}"))
     bad = env.run(env.command("nightly", "--plan", str(plan), "--reports", str(tmp_path / "reports")))
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "colour" in bad.stderr and str(plan) in bad.stderr
     assert not (tmp_path / "reports").exists()
-
-
-def first_nightly_plan() -> Path:
-    return Path(__file__).parent / "data" / "plan.yaml"
