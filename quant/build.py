@@ -30,9 +30,10 @@ from quant.manifest import (
     write_manifest,
 )
 from quant.plan import plan_quantization
+from quant.prefetch import SourceHasher, shard_order, start_hasher
 from quant.schemes import Scheme
 from quant.shards import ShardJob, ShardResult, quantize_shard
-from quant.source import CONFIG_NAME, INDEX_NAME, SourceCheckpoint, load_source, sha256_file, source_hashes
+from quant.source import CONFIG_NAME, INDEX_NAME, SourceCheckpoint, load_source, sha256_file
 from quantgate import __version__
 from quantgate.errors import InputError
 
@@ -71,10 +72,19 @@ def resolve_scheme(scheme: Scheme) -> ResolvedScheme:
     )
 
 
-def quantize(request: QuantizeRequest) -> Outcome:
+def quantize(request: QuantizeRequest, hasher: SourceHasher | None = None) -> Outcome:
+    """Build the checkpoint (or reuse it); `hasher`: one started earlier by `start_hasher` on the same model."""
     if request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
     model = request.model.resolve()
+    hasher = hasher or start_hasher(model, request.workers)
+    try:
+        return _quantize(request, model, hasher)
+    finally:
+        hasher.close()
+
+
+def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Outcome:
     source = load_source(model)
     plan = plan_quantization(source, request.scheme)
     target = (request.out or default_output(model, request.scheme, request.output_root)).resolve()
@@ -84,8 +94,11 @@ def quantize(request: QuantizeRequest) -> Outcome:
 
     if target.exists():
         existing = load_manifest(target)
-        index_sha, shard_sha = source_hashes(source)  # only here are shards hashed apart from reading them
-        identity = SourceIdentity(name=model.name, index_sha256=index_sha, shard_sha256=shard_sha)
+        identity = SourceIdentity(
+            name=model.name,
+            index_sha256=sha256_file(model / INDEX_NAME),
+            shard_sha256={shard: hasher.sha256(model / shard) for shard in source.shards},
+        )
         if (
             existing.source == identity
             and existing.method == METHOD  # never a GPTQ checkpoint of the same scheme
@@ -100,7 +113,7 @@ def quantize(request: QuantizeRequest) -> Outcome:
     scratch = target.parent / f".{target.name}{TMP_MARKER}{os.getpid()}"
     try:
         scratch.mkdir()
-        manifest = _write_checkpoint(source, request, plan.quantized, scratch, resolved)
+        manifest = _write_checkpoint(source, request, plan.quantized, scratch, resolved, hasher)
         if target.exists():  # an outdated quantgate checkpoint (checked above): replace it
             shutil.rmtree(target)
         scratch.rename(target)
@@ -134,6 +147,7 @@ def _write_checkpoint(
     quantized: frozenset[str],
     scratch: Path,
     resolved: ResolvedScheme,
+    hasher: SourceHasher,
 ) -> Manifest:
     scheme = request.scheme
     group = scheme.quantization.model_copy(update={"format": scheme.format.value})
@@ -146,7 +160,7 @@ def _write_checkpoint(
         )
         for shard in source.shards
     ]
-    results = _run_jobs(jobs, request.workers, scratch)
+    results = _run_jobs(jobs, request.workers, scratch, hasher)
     _copy_side_files(source, scratch)
     config = {k: v for k, v in source.config.items() if k != "quantization_config"}
     (scratch / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -185,26 +199,20 @@ def _write_checkpoint(
     return manifest
 
 
-def _run_jobs(jobs: list[ShardJob], workers: int, scratch: Path) -> list[ShardResult]:
-    """Shards in `workers` threads of this process (the kernels, reads, writes and hashing release
-    the GIL), each with its share of torch's threads; the index is rewritten as each shard lands.
-    Results come back in the order of `jobs`."""
+def _run_jobs(jobs: list[ShardJob], workers: int, scratch: Path, hasher: SourceHasher) -> list[ShardResult]:
+    """Shards in `workers` threads of this process (the kernels, writes and hashing release the
+    GIL), each with its share of torch's threads, in the hasher's order (largest first); the index
+    is rewritten as each shard lands. Results come back in the order of `jobs`."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    position = {path: i for i, path in enumerate(shard_order([job.source for job in jobs]))}
+    order = sorted(range(len(jobs)), key=lambda i: position[jobs[i].source])
     try:
-        if workers == 1:
-            results: list[ShardResult] = []
-            for job in jobs:
-                results.append(quantize_shard(job))
-                _write_index(scratch, results)
-            return results
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            # largest shards first, so that the last ones to finish are the small ones
-            by_size = sorted(range(len(jobs)), key=lambda i: -jobs[i].source.stat().st_size)
-            futures = {i: pool.submit(quantize_shard, jobs[i]) for i in by_size}
+            futures = {i: pool.submit(quantize_shard, jobs[i], hasher) for i in order}
             done: list[ShardResult] = []
             try:
-                for i in by_size:
+                for i in order:
                     done.append(futures[i].result())
                     _write_index(scratch, done)
             except BaseException:

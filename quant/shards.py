@@ -1,13 +1,13 @@
 """Quantize one source shard into one output shard, streamed (runs in a worker thread).
 
-The source shard is read front to back once (quant.stream.ShardReader), which also gives its
-sha256; the output shard's layout is fixed up front from shapes alone (compressed-tensors'
-compressors run on the meta device) and each output tensor is written at its place as soon as
-it exists. Weights with a fused kernel (quant.fast) are read and quantized a block of rows at a
-time; every other weight goes whole through compressed-tensors (quant.rtn); other tensors are
-copied through in chunks. Memory is bounded by the read chunk and the largest whole weight, not
-by the shard. Every floating tensor is checked for NaN/Inf (fused into the min/max pass where
-there is one).
+The source shard is mapped and read front to back once (quant.stream.ShardReader); its sha256
+comes from quant.prefetch, which read it ahead into the page cache. The output shard's layout
+is fixed up front from shapes alone (compressed-tensors' compressors run on the meta device) and
+each output tensor is written at its place as soon as it exists. Weights with a fused kernel
+(quant.fast) are read and quantized a block of rows at a time; every other weight goes whole
+through compressed-tensors (quant.rtn); other tensors are copied through in chunks. Memory is
+bounded by the read chunk and the largest whole weight, not by the shard. Every floating tensor
+is checked for NaN/Inf (fused into the min/max pass where there is one).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from compressed_tensors.quantization import QuantizationScheme
 from quant.fast import FastRTN, fast_rtn
 from quant.kernels import all_finite
 from quant.plan import module_of
+from quant.prefetch import SourceHasher
 from quant.rtn import compress_weight
 from quant.stream import READ_CHUNK, Entry, ShardReader, ShardWriter
 from quantgate.errors import InputError
@@ -39,7 +40,7 @@ class ShardJob:
 @dataclass(frozen=True)
 class ShardResult:
     shard: str
-    source_sha256: str  # of the source shard, read in the same pass
+    source_sha256: str  # of the source shard (quant.prefetch)
     sha256: str  # of the output shard
     bytes: int  # of the output shard file
     tensor_names: tuple[str, ...]  # output tensor names, for the index
@@ -78,7 +79,7 @@ def output_specs(
     return {f"{module}.{local}": value for local, value in compressed_zeros[key].items()}
 
 
-def quantize_shard(job: ShardJob) -> ShardResult:
+def quantize_shard(job: ShardJob, hasher: SourceHasher) -> ShardResult:
     scheme = QuantizationScheme.model_validate_json(job.scheme_json)
     reader = ShardReader(job.source)
     writer = None
@@ -97,8 +98,9 @@ def quantize_shard(job: ShardJob) -> ShardResult:
                 _quantize_fast(job, reader, writer, entry, fast, specs[entry.name])
             else:
                 _quantize_whole(job, reader, writer, entry, scheme, specs[entry.name])
-        source_sha = reader.close()
+        reader.close()
         sha = writer.close()
+        source_sha = hasher.sha256(job.source)
     except BaseException:
         reader.abort()
         if writer is not None:

@@ -1,19 +1,22 @@
 """Streaming safetensors I/O: read a shard front to back while hashing it, write one tensor at a time.
 
-`ShardReader` reads a source shard sequentially (header, then every tensor in file order) with
-plain reads into a reused buffer, so nothing is memory-mapped and the sha256 of the file comes
-out of the same pass. `ShardWriter` lays the output out up front from the tensors' shapes and
-dtypes, exactly as `safetensors.torch.save_file` would (same header, same order, same bytes),
-writes the header, and then each tensor's bytes at their place as they are produced, so an
-output shard is never held in memory. Its sha256 is taken when the shard is complete, reading
-it back from the page cache, and the written pages are then handed to writeback.
+`ShardReader` maps a source shard and hands out its tensors' bytes in file order without copying
+them (the shard was usually just read into the page cache by quant.prefetch, which hashes it).
+`ShardWriter` lays the output out up front from the tensors' shapes and dtypes, exactly as
+`safetensors.torch.save_file` would (same header, same order, same bytes), writes the header,
+and then each tensor's bytes at their place as they are produced, so an output shard is never
+held in memory. Writeback to disk is started every WRITEBACK_EVERY bytes rather than left to the
+kernel's dirty-page thresholds, so the disk writes while the CPU quantizes. The shard's sha256 is
+taken when it is complete, reading it back from the page cache.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,26 @@ DTYPES: dict[str, torch.dtype] = {
 NAMES = {dtype: name for name, dtype in DTYPES.items()}
 RANK = {name: rank for rank, name in enumerate(DTYPES)}
 READ_CHUNK = 16 << 20
+WRITEBACK_EVERY = 64 << 20
+SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
+
+
+def _sync_file_range() -> ctypes._CFuncPtr | None:
+    """libc's sync_file_range (Linux), or None."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the file's dirty pages now (without waiting for them)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
 
 
 @dataclass(frozen=True)
@@ -82,53 +105,44 @@ def read_header(path: Path) -> tuple[int, list[Entry]]:
 
 
 class ShardReader:
-    """Sequential reads of one shard; every byte read is hashed in file order."""
+    """One source shard, mapped copy-on-write (never written), its tensors' bytes taken in file order.
+
+    Pages before the range being read are dropped from the process as it advances (they stay in
+    the page cache), so resident memory stays at about one read, not one shard."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data_start, self.entries = read_header(path)
-        self.digest = hashlib.sha256()
-        self._file = path.open("rb", buffering=0)
-        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        self.position = 0
-        self._buffer = torch.empty(0, dtype=torch.uint8)
-        self._skip_to(self.data_start)  # the header: hashed like the rest
+        with path.open("rb") as handle:
+            self._map: mmap.mmap | None = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._released = 0  # bytes before this page-aligned offset are no longer mapped in
 
     def read(self, entry: Entry, offset: int, nbytes: int) -> torch.Tensor:
-        """The next `nbytes` of `entry` starting `offset` bytes in, as uint8 (valid until the next read)."""
-        if entry.start + offset != self.position:
+        """`nbytes` of `entry` starting `offset` bytes in, as uint8 (valid until the next read)."""
+        if offset + nbytes > entry.nbytes:
+            raise ValueError(f"{self.path}: read past the end of {entry.name}")
+        start = entry.start + offset
+        if start < self._released:
             raise ValueError(f"{self.path}: out-of-order read of {entry.name}")
-        if self._buffer.numel() < nbytes:
-            self._buffer = torch.empty(max(nbytes, READ_CHUNK), dtype=torch.uint8)
-        view = self._buffer[:nbytes]
-        memory = memoryview(view.numpy())
-        done = 0
-        while done < nbytes:
-            got = self._file.readinto(memory[done:])
-            if not got:
-                raise InputError(f"{self.path}: ends inside tensor {entry.name}")
-            done += got
-        self.digest.update(memory)
-        self.position += nbytes
-        return view
+        self._release(start)
+        if nbytes == 0:
+            return torch.empty(0, dtype=torch.uint8)
+        return torch.frombuffer(self._map, dtype=torch.uint8, count=nbytes, offset=start)
 
-    def _skip_to(self, position: int) -> None:
-        while self.position < position:
-            chunk = self._file.read(min(READ_CHUNK, position - self.position))
-            if not chunk:
-                raise InputError(f"{self.path}: ends at byte {self.position}")
-            self.digest.update(chunk)
-            self.position += len(chunk)
+    def _release(self, end: int) -> None:
+        end -= end % mmap.PAGESIZE
+        if end > self._released:
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end
 
-    def close(self) -> str:
-        """sha256 of the whole file, which must have been read to its end."""
-        if self._file.read(1):
-            raise InputError(f"{self.path}: bytes after the last tensor")
-        self._file.close()
-        return self.digest.hexdigest()
+    def close(self) -> None:
+        """Unmaps the shard (once the last tensor read from it is gone)."""
+        if self._map is not None:
+            self._release(len(self._map))
+            self._map = None
 
-    def abort(self) -> None:
-        self._file.close()
+    abort = close
 
 
 def layout(tensors: list[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str]) -> tuple[bytes, dict]:
@@ -158,6 +172,7 @@ class ShardWriter:
         prefix, self.places = layout(tensors, metadata)
         self.size = len(prefix) + sum(size for _, size in self.places.values())
         self.written = dict.fromkeys(self.places, 0)
+        self._unflushed = 0
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._pwrite(prefix, 0)
 
@@ -169,6 +184,10 @@ class ShardWriter:
             raise ValueError(f"{self.path}: {name} overflows its {size} bytes")
         self._pwrite(memoryview(raw.numpy()), start + offset)
         self.written[name] += raw.numel()
+        self._unflushed += raw.numel()
+        if self._unflushed >= WRITEBACK_EVERY:
+            start_writeback(self._fd)
+            self._unflushed = 0
 
     def _pwrite(self, data: bytes | memoryview, position: int) -> None:
         done = 0

@@ -33,3 +33,18 @@ def test_console_script_runs():
 
 def test_no_command_is_a_usage_error(capsys):
     assert main([]) == 2
+
+
+HEAVY = ("torch", "transformers", "compressed_tensors", "mlflow", "lm_eval", "pandas", "requests")
+
+
+def test_parser_is_built_without_heavy_imports():
+    """`quantgate quantize` starts hashing its source before compressed-tensors (~8 s) is imported."""
+    probe = (
+        "import sys\n"
+        "from quantgate.cli import build_parser, registered_commands\n"
+        "build_parser(registered_commands()).parse_args(['quantize', '--help'][:1])\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from quantgate.errors import InputError
-from tracking.store import TrackingStore, reachable, resolve_store
+
+if TYPE_CHECKING:
+    from tracking.store import TrackingStore
 
 URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded store state/mlflow.db)"
 
 
 def _store(uri: str | None) -> TrackingStore:
+    from tracking.store import reachable, resolve_store
+
     store = resolve_store(uri)
     if not reachable(store):
         raise InputError(f"tracking server {store.uri}: unreachable")
@@ -41,6 +44,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from tracking import compare, history, names
     from tracking.store import client
 
@@ -81,6 +86,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sync(args: argparse.Namespace) -> int:
     from tracking.publish import sync
+    from tracking.store import resolve_store
 
     outcome = sync(resolve_store(args.tracking_uri))
     print(outcome.message)

@@ -23,29 +23,14 @@ import re
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from transformers import AutoTokenizer
 
 from harness.tools.schemas import TOOL_SCHEMAS
-from quant.gptq.report import CalibrationSet
+from quant.gptq.report import CalibrationSet, CalibrationSpec
 from quantgate.errors import InputError
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SOURCE_RE = re.compile(r"^(text|chat):(.+?)(?:\[(\d*):(\d*)\])?$")
-DEFAULT_SOURCES = (
-    "text:suites/data/tinyk2/heldout_text.jsonl[0:100]",
-    "chat:suites/data/tinyk2/toolcall_scenarios.jsonl",
-)
-
-
-class CalibrationSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sources: tuple[str, ...] = DEFAULT_SOURCES
-    samples: int = 64
-    sample_length: int = 256
-    seed: int = 0
-
 
 def _rows(path: Path, start: int | None, stop: int | None, source: str) -> list[dict]:
     try:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from quant.gptq.calibration import DEFAULT_SOURCES, CalibrationSpec
-from quant.gptq.report import GPTQOptions
-from quant.gptq.run import GPTQRequest
-from quant.schemes import Scheme
+from quant.gptq.report import DEFAULT_CALIBRATION_SOURCES, CalibrationSpec, GPTQOptions
 from quantgate.errors import InputError
+
+if TYPE_CHECKING:
+    from quant.gptq.run import GPTQRequest
+    from quant.schemes import Scheme
 
 DEFAULTS = GPTQOptions()
 CALIBRATION_DEFAULTS = CalibrationSpec()
@@ -21,7 +23,7 @@ def add_gptq_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("gptq (--method gptq)")
     group.add_argument(
         "--calibration", action="append", metavar="KIND:PATH[START:STOP]",
-        help=f"calibration source, repeatable; KIND text or chat (default: {' '.join(DEFAULT_SOURCES)})",
+        help=f"calibration source, repeatable; KIND text or chat (default: {' '.join(DEFAULT_CALIBRATION_SOURCES)})",
     )  # fmt: skip
     group.add_argument("--calibration-samples", type=int, default=CALIBRATION_DEFAULTS.samples)
     group.add_argument("--calibration-length", type=int, default=CALIBRATION_DEFAULTS.sample_length)
@@ -51,10 +53,12 @@ def gptq_request(
             routing_weighted=args.routing_weighted, threads=args.threads,
         )  # fmt: skip
         calibration = CalibrationSpec(
-            sources=tuple(args.calibration or DEFAULT_SOURCES), samples=args.calibration_samples,
+            sources=tuple(args.calibration or DEFAULT_CALIBRATION_SOURCES), samples=args.calibration_samples,
             sample_length=args.calibration_length, seed=args.calibration_seed,
         )  # fmt: skip
     except ValidationError as error:
         first = error.errors()[0]
         raise InputError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    from quant.gptq.run import GPTQRequest  # torch, transformers: only once the flags are known good
+
     return GPTQRequest(model, scheme, out=out, output_root=output_root, options=options, calibration=calibration)

@@ -1,4 +1,6 @@
-"""Typed GPTQ options and what a GPTQ run reports in `quantgate.json` (field `gptq`)."""
+"""Typed GPTQ options, the calibration asked for, and what a GPTQ run reports in `quantgate.json` (field `gptq`).
+
+Only pydantic here: `quantgate quantize` builds its flags from these defaults without importing torch."""
 
 from __future__ import annotations
 
@@ -15,6 +17,21 @@ FALLBACK_REASONS = (FEW_TOKENS, HESSIAN, OUTSIDE_LAYERS)
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+DEFAULT_CALIBRATION_SOURCES = (
+    "text:suites/data/tinyk2/heldout_text.jsonl[0:100]",
+    "chat:suites/data/tinyk2/toolcall_scenarios.jsonl",
+)
+
+
+class CalibrationSpec(_Strict):
+    """Calibration sources (`KIND:PATH[START:STOP]`, quant.gptq.calibration) and how they are cut."""
+
+    sources: tuple[str, ...] = DEFAULT_CALIBRATION_SOURCES
+    samples: int = 64
+    sample_length: int = 256
+    seed: int = 0
 
 
 class GPTQOptions(_Strict):

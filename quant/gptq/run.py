@@ -19,12 +19,12 @@ from compressed_tensors.quantization import ActivationOrdering, QuantizationStra
 from safetensors.torch import save_file
 
 from quant.build import Outcome, resolve_scheme
-from quant.gptq.calibration import CalibrationSpec, build_calibration
+from quant.gptq.calibration import build_calibration
 from quant.gptq.distributed import Ranks, close_ranks, init_ranks
 from quant.gptq.gptq import GPTQ
 from quant.gptq.layerwise import LayerRunner, ShardReader, UnfusedExperts, build_layer, embed, layer_prefix, load_config
 from quant.gptq.modules import ModuleResult, compress, quantize_module
-from quant.gptq.report import FALLBACK_REASONS, GPTQOptions, GPTQReport, LayerStats
+from quant.gptq.report import FALLBACK_REASONS, CalibrationSpec, GPTQOptions, GPTQReport, LayerStats
 from quant.gptq.writer import LAYER_DIR, Target, prepare_target, write_checkpoint
 from quant.manifest import SourceIdentity
 from quant.plan import module_of, plan_quantization

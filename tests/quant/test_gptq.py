@@ -19,12 +19,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from quant.build import Outcome
-from quant.gptq.calibration import CalibrationSpec, build_calibration
+from quant.gptq.calibration import build_calibration
 from quant.gptq.gptq import GPTQ, ColumnQuantizer, HessianFailure
 from quant.gptq.heldout import kl_mean, perplexity, score
 from quant.gptq.layerwise import LayerRunner, ShardReader, build_layer, embed, load_config
 from quant.gptq.modules import compress, quantize_module
-from quant.gptq.report import FEW_TOKENS, HESSIAN, GPTQOptions
+from quant.gptq.report import FEW_TOKENS, HESSIAN, CalibrationSpec, GPTQOptions
 from quant.gptq.run import GPTQRequest, quantize_gptq
 from quant.manifest import load_manifest, verify_files
 from quant.rtn import compress_weight, weight_qparams
