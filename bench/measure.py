@@ -4,6 +4,7 @@
   on the given files. Under a VM the host may still cache the disk: what is dropped is the guest's.
 - `cold_read`: read files from a dropped cache in 16 MiB chunks with 1 or more parallel streams.
 - `fsync_write`: write incompressible bytes to a file and fsync it, timed until fsync returns.
+- `cold_start`: a command's wall time from a dropped page cache (a tool's interpreter and imports).
 - `run_measured`: run a command; its wall time, the time of the `sync` after it (its output made
   durable), and its peak resident memory from /proc/PID/status every 50 ms: the sum of VmRSS over
   its process tree (and of RssAnon, without mmapped files and libraries), and each process's
@@ -67,6 +68,14 @@ def cold_read(files: list[Path], streams: int = 1) -> dict:
         "streams": streams,
         "cache_drop": method,
     }
+
+
+def cold_start(command: list[str], files: list[Path], cwd: Path | None = None) -> float:
+    """Wall seconds of `command` (an interpreter importing a tool's modules) from a dropped page cache."""
+    drop_page_cache(files)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, cwd=cwd)
+    return time.perf_counter() - start
 
 
 def fsync_write(path: Path, nbytes: int) -> dict:
