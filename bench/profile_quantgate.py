@@ -4,11 +4,13 @@ The page cache is dropped first (bench/measure.py), so reads are cold. Time is r
 phase by the cumulative time of the functions that do it, found by name in the profile, so the
 phases follow quant/ as it is (a function it no longer calls shows as absent):
 
-  hash       sha256 updates: the source shards as they are read, the output shards once written,
-             the index and the small side files
+  hash       sha256 updates in this process: the output shards once written, the index and the
+             small side files (the source shards are hashed by quant.prefetch's child processes,
+             outside this profile)
+  wait       lock waits: for those children's hashes
   headers    quant.source.load_source: safetensors headers and checks
-  read       FileIO.readinto: the source shards (cold, from disk) and the output shards back from the
-             page cache for their hash
+  read       FileIO.readinto: the output shards back from the page cache for their hash (the
+             source shards are mapped: reading them shows up in absmax, as page faults)
   absmax     quant.kernels.absmax_blocks: max |x| per scale block, which is also the NaN/Inf check
   finite     quant.kernels.all_finite: the NaN/Inf check of tensors kept as they are
   qparams    compressed-tensors' calculate_qparams: scales from the maxima
@@ -39,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 # phase -> (file name suffix, function name) whose cumulative time is the phase's
 PHASES: dict[str, tuple[str, str]] = {
     "hash": ("~", "<method 'update' of '_hashlib.HASH' objects>"),
+    "wait": ("~", "<method 'acquire' of '_thread.lock' objects>"),
     "headers": ("quant/source.py", "load_source"),
     "read": ("~", "<method 'readinto' of '_io.FileIO' objects>"),
     "absmax": ("quant/kernels.py", "absmax_blocks"),

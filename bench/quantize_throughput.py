@@ -320,7 +320,7 @@ def print_report(results: dict) -> None:
                 )
         print(f"  {'peak RSS / model size':<40} {found['peak_rss_per_model']:6.2f}")
         for key, label in (
-            ("speedup_vs_llmcompressor_after_startup", "after start-up: quantgate / llm-compressor"),
+            ("speedup_vs_llmcompressor_after_startup", "after start-up: quantgate / llm-compr."),
             ("fraction_of_io_limit_after_startup", "after start-up: quantgate / disk limit"),
         ):
             if key in found:

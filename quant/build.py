@@ -208,6 +208,12 @@ def _run_jobs(jobs: list[ShardJob], workers: int, scratch: Path, hasher: SourceH
     position = {path: i for i, path in enumerate(shard_order([job.source for job in jobs]))}
     order = sorted(range(len(jobs)), key=lambda i: position[jobs[i].source])
     try:
+        if workers == 1:  # in this thread (so that a profiler sees it)
+            results: dict[int, ShardResult] = {}
+            for i in order:
+                results[i] = quantize_shard(jobs[i], hasher)
+                _write_index(scratch, list(results.values()))
+            return [results[i] for i in range(len(jobs))]
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             futures = {i: pool.submit(quantize_shard, jobs[i], hasher) for i in order}
             done: list[ShardResult] = []
