@@ -192,3 +192,22 @@ def test_run_measured_sees_the_child_memory(tmp_path: Path) -> None:
     assert measured.peak_rss_bytes >= 150_000_000
     assert measured.max_process_hwm_bytes >= 150_000_000 and measured.processes == 1
     assert measured.wall_s >= 0.5 and measured.durable_s >= measured.wall_s
+
+
+def test_marginal_throughput_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/quantize_marginal.py at two tiny sizes, quantgate only: both runs complete, slopes follow from them."""
+    from quantize_marginal import main as marginal_main
+
+    out = tmp_path / "marginal.json"
+    argv = ["--sizes-gb", "0.02,0.04", "--json", str(out), "--skip-peer", "--schemes", "kimi-k2-thinking-int4"]
+    assert marginal_main([*argv, "--shard-gb", "0.01", "--workers", "1", "--workdir", str(tmp_path)]) == 0
+    found = json.loads(out.read_text())
+    small, large = found["runs"]
+    assert small["source"]["bytes"] < large["source"]["bytes"]
+    run_a, run_b = (r["schemes"][0]["runs"]["quantgate"] for r in (small, large))
+    extra_gb = (large["source"]["bytes"] - small["source"]["bytes"]) / 1e9
+    entry = found["marginal"]["kimi-k2-thinking-int4"]
+    assert entry["s_per_extra_gb"]["quantgate"] == pytest.approx((run_b["durable_s"] - run_a["durable_s"]) / extra_gb)
+    assert "speedup_vs_llmcompressor" not in entry  # no peer ran
+    assert "marginal quantgate / disk limit" in capsys.readouterr().out
+    assert not list(tmp_path.glob("quantgate-bench-*"))  # temporary checkpoints removed
