@@ -30,7 +30,7 @@ from quant.manifest import (
     write_manifest,
 )
 from quant.plan import plan_quantization
-from quant.prefetch import SourceHasher, shard_order, start_hasher
+from quant.prefetch import SourceHasher, start_hasher
 from quant.schemes import Scheme
 from quant.shards import ShardJob, ShardResult, quantize_shard
 from quant.source import CONFIG_NAME, INDEX_NAME, SourceCheckpoint, load_source, sha256_file
@@ -73,11 +73,14 @@ def resolve_scheme(scheme: Scheme) -> ResolvedScheme:
 
 
 def quantize(request: QuantizeRequest, hasher: SourceHasher | None = None) -> Outcome:
-    """Build the checkpoint (or reuse it); `hasher`: one started earlier by `start_hasher` on the same model."""
+    """Build the checkpoint (or reuse it). `hasher`: one the caller started with `start_hasher` on the
+    same model and closes itself; by default one is started and closed here."""
     if request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
     model = request.model.resolve()
-    hasher = hasher or start_hasher(model, request.workers)
+    if hasher is not None:  # the caller's: the caller closes it
+        return _quantize(request, model, hasher)
+    hasher = start_hasher(model, request.workers)
     try:
         return _quantize(request, model, hasher)
     finally:
@@ -205,7 +208,7 @@ def _run_jobs(jobs: list[ShardJob], workers: int, scratch: Path, hasher: SourceH
     is rewritten as each shard lands. Results come back in the order of `jobs`."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    position = {path: i for i, path in enumerate(shard_order([job.source for job in jobs]))}
+    position = {path: i for i, path in enumerate(hasher.order)}
     order = sorted(range(len(jobs)), key=lambda i: position[jobs[i].source])
     try:
         if workers == 1:  # in this thread (so that a profiler sees it)

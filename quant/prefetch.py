@@ -21,7 +21,6 @@ size and mtime are recorded when it is hashed; `sha256` fails if the file has ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -30,10 +29,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from quant.source import INDEX_NAME
+from quant.source import INDEX_NAME, sha256_file
 from quantgate.errors import InputError
 
-READ_CHUNK = 16 << 20
 DEFAULT_LOOKAHEAD_FRACTION = 0.25  # of the memory available when the hasher starts
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # where `quant` and `quantgate` are importable from
 
@@ -61,16 +59,10 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
-def hash_file(path: Path, buffer: bytearray) -> Hashed:
-    """sha256 of a file read front to back, with the size and mtime it had when opened."""
-    view = memoryview(buffer)
-    digest = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        before = os.fstat(handle.fileno())
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while n := handle.readinto(view):
-            digest.update(view[:n])
-    return Hashed(digest.hexdigest(), before.st_size, before.st_mtime_ns)
+def hash_file(path: Path) -> Hashed:
+    """sha256 of a file, with the size and mtime it had before it was read."""
+    before = path.stat()
+    return Hashed(sha256_file(path), before.st_size, before.st_mtime_ns)
 
 
 def source_shards(model: Path) -> list[Path]:
@@ -203,10 +195,9 @@ class SourceHasher:
 
 def serve() -> None:
     """The child: hash each path read from stdin, answer on stdout."""
-    buffer = bytearray(READ_CHUNK)
     for line in sys.stdin:
         try:
-            answer = vars(hash_file(Path(json.loads(line)), buffer))
+            answer = vars(hash_file(Path(json.loads(line))))
         except OSError as error:
             answer = {"error": error.strerror or str(error)}
         sys.stdout.write(json.dumps(answer) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,13 @@ class SourceCheckpoint:
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file, read front to back into one reused buffer."""
+    view = memoryview(bytearray(HASH_CHUNK))
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
+    with path.open("rb", buffering=0) as handle:
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while n := handle.readinto(view):
+            digest.update(view[:n])
     return digest.hexdigest()
 
 

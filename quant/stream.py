@@ -1,4 +1,4 @@
-"""Streaming safetensors I/O: read a shard front to back while hashing it, write one tensor at a time.
+"""Streaming safetensors I/O: read a mapped shard front to back, write one tensor at a time.
 
 `ShardReader` maps a source shard and hands out its tensors' bytes in file order without copying
 them (the shard was usually just read into the page cache by quant.prefetch, which hashes it).
@@ -13,7 +13,6 @@ taken when it is complete, reading it back from the page cache.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import math
 import mmap
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from quant.source import sha256_file
 from quantgate.errors import InputError
 
 # safetensors' spelling of each dtype, in the order of its Dtype enum (save_file sorts by it, descending)
@@ -199,15 +199,11 @@ class ShardWriter:
         short = [name for name, size in self.places.items() if self.written[name] != size[1]]
         if short:
             raise RuntimeError(f"{self.path}: tensors not fully written: {short[:3]}")
+        sha = sha256_file(self.path)  # read back from the page cache
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)  # writes back the rest now
         os.close(self._fd)
         self._fd = -1
-        digest = hashlib.sha256()
-        buffer = bytearray(READ_CHUNK)
-        with self.path.open("rb", buffering=0) as handle:
-            while n := handle.readinto(buffer):
-                digest.update(memoryview(buffer)[:n])
-            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # starts writeback now
-        return digest.hexdigest()
+        return sha
 
     def abort(self) -> None:
         if self._fd >= 0:
