@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from gptq_heldout import kl_mean, perplexity, score  # noqa: E402
 
 from bench.measure import run_measured  # noqa: E402
 from quant.build import QuantizeRequest, quantize  # noqa: E402
 from quant.gptq.calibration import build_calibration  # noqa: E402
-from quant.gptq.heldout import kl_mean, perplexity, score  # noqa: E402
-from quant.gptq.report import CalibrationSpec, GPTQOptions  # noqa: E402
 from quant.gptq.run import gptq_scheme  # noqa: E402
 from quant.schemes import get_scheme  # noqa: E402
+from quantgate.core.gptq import CalibrationSpec, GPTQOptions  # noqa: E402
 
 PEER_PYTHON = ROOT / ".bench-venvs/llmcompressor/bin/python"
 PEER_FALLBACK = Path("/work/main/.bench-venvs/llmcompressor/bin/python")

@@ -1,6 +1,6 @@
 """A second nightly with nothing changed, against the first: the resume/reuse benchmark.
 
-    ~/.cache/quantgate/tox/test/bin/python bench/nightly_rerun.py [--plan suites/nightly.yaml] [--keep]
+    ~/.cache/quantgate/tox/test/bin/python bench/nightly_rerun.py [--plan plans/nightly.yaml] [--keep]
 
 Both run `quantgate nightly` as a user would (a fresh process each), in one fresh state directory
 and baseline cache, with the embedded MLflow store: the first builds every variant and measures
@@ -33,7 +33,7 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plan", type=Path, default=ROOT / "suites" / "nightly.yaml")
+    parser.add_argument("--plan", type=Path, default=ROOT / "plans" / "nightly.yaml")
     parser.add_argument("--keep", action="store_true", help="keep the state directory (printed)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="quantgate-rerun-"))

@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def peer_spec(scheme_name: str) -> dict:
     """quantgate's scheme as llm-compressor takes it: a QuantizationScheme and an ignore list."""
-    from quant.plan import NEVER_QUANTIZED
     from quant.schemes import get_scheme
+    from quant.select import NEVER_QUANTIZED
 
     scheme = get_scheme(scheme_name)
     group = scheme.quantization.model_copy(update={"format": scheme.format.value})

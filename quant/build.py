@@ -18,7 +18,15 @@ from pathlib import Path
 import torch
 from compressed_tensors.compressors import ModelCompressor
 
-from quant.manifest import (
+from quant.prefetch import SourceHasher, start_hasher
+from quant.schemes import Scheme
+from quant.select import plan_quantization
+from quant.shards import ShardJob, ShardResult, quantize_shard
+from quant.source import SourceCheckpoint, load_source
+from quantgate import __version__
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
+from quantgate.core.errors import InputError
+from quantgate.core.manifest import (
     MANIFEST_NAME,
     BitsPerWeight,
     Manifest,
@@ -29,13 +37,6 @@ from quant.manifest import (
     load_manifest,
     write_manifest,
 )
-from quant.plan import plan_quantization
-from quant.prefetch import SourceHasher, start_hasher
-from quant.schemes import Scheme
-from quant.shards import ShardJob, ShardResult, quantize_shard
-from quant.source import CONFIG_NAME, INDEX_NAME, SourceCheckpoint, load_source, sha256_file
-from quantgate import __version__
-from quantgate.errors import InputError
 
 METHOD = "rtn"
 TOOLS = ("torch", "compressed-tensors", "transformers", "safetensors")

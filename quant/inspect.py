@@ -12,10 +12,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from quant.manifest import load_manifest
-from quant.source import CONFIG_NAME, INDEX_NAME
-from quantgate.errors import InputError
-from quantgate.moe import group_of
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME
+from quantgate.core.errors import InputError
+from quantgate.core.manifest import load_manifest
+from quantgate.core.moe import group_of
 
 DTYPE_BITS = {
     "BF16": 16,

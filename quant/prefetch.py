@@ -29,8 +29,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from quant.source import INDEX_NAME, sha256_file
-from quantgate.errors import InputError
+from quantgate.core.checkpoint import INDEX_NAME, sha256_file
+from quantgate.core.errors import InputError
 
 DEFAULT_LOOKAHEAD_FRACTION = 0.25  # of the memory available when the hasher starts
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # where `quant` and `quantgate` are importable from

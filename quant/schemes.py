@@ -20,11 +20,12 @@ from compressed_tensors.quantization import (
     QuantizationStatus,
     preset_name_to_scheme,
 )
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 from torch.nn import Linear
 
-from quantgate.errors import InputError
-from quantgate.moe import ATTENTION, DENSE_MLP, LM_HEAD, MOE_GROUPS, SHARED_EXPERTS
+from quantgate.core.errors import InputError
+from quantgate.core.moe import ATTENTION, DENSE_MLP, LM_HEAD, MOE_GROUPS, SHARED_EXPERTS
+from quantgate.core.strict import StrictModel
 
 SCHEME_VERSION = 1
 LINEAR_TARGET = "Linear"  # compressed-tensors' class target: every nn.Linear
@@ -34,10 +35,9 @@ ROUTED_EXPERTS_ONLY_IGNORE: tuple[str, ...] = (LM_HEAD, ATTENTION, SHARED_EXPERT
 ALL_LINEAR_BUT_LM_HEAD_IGNORE: tuple[str, ...] = (LM_HEAD,)
 
 
-class Scheme(BaseModel):
+class Scheme(StrictModel):
     """One way to quantize a checkpoint: compressed-tensors' scheme, an ignore list and a format."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: int = SCHEME_VERSION
     name: str

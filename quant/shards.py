@@ -20,11 +20,11 @@ from compressed_tensors.quantization import QuantizationScheme
 
 from quant.fast import FastRTN, fast_rtn
 from quant.kernels import all_finite
-from quant.plan import module_of
 from quant.prefetch import SourceHasher
 from quant.rtn import compress_weight
+from quant.select import module_of
 from quant.stream import READ_CHUNK, Entry, ShardReader, ShardWriter
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
 
 SAFETENSORS_METADATA = {"format": "pt"}
 

@@ -6,18 +6,15 @@ one tensor at a time, by the shard writer.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from quantgate.errors import InputError
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
+from quantgate.core.errors import InputError
 
-INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
 QUANTIZED_SUFFIXES = (
     ".weight_packed",
@@ -27,7 +24,6 @@ QUANTIZED_SUFFIXES = (
     ".weight_global_scale",
     ".weight_scale_inv",
 )
-HASH_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -47,17 +43,6 @@ class SourceCheckpoint:
 
     def shard_tensors(self, shard: str) -> list[TensorInfo]:
         return sorted((t for t in self.tensors.values() if t.shard == shard), key=lambda t: t.name)
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read front to back into one reused buffer."""
-    view = memoryview(bytearray(HASH_CHUNK))
-    digest = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while n := handle.readinto(view):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from quant.source import sha256_file
-from quantgate.errors import InputError
+from quantgate.core.checkpoint import sha256_file
+from quantgate.core.errors import InputError
 
 # safetensors' spelling of each dtype, in the order of its Dtype enum (save_file sorts by it, descending)
 DTYPES: dict[str, torch.dtype] = {

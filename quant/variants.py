@@ -23,24 +23,19 @@ from typing import Annotated, Literal
 from compressed_tensors.config import CompressionFormat
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, model_validator
+from pydantic import Discriminator, Tag, model_validator
 
 from quant.schemes import LINEAR_TARGET, Scheme, get_scheme, make_scheme, preset, resolve_patterns
-from quantgate.errors import InputError
-from quantgate.typed_yaml import load_typed_yaml
-
-VARIANTS_VERSION = 1
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from quantgate.core.errors import InputError
+from quantgate.core.strict import StrictModel
+from quantgate.core.typed_yaml import load_typed_yaml
 
 
-class RegisteredVariant(_Strict):
+class RegisteredVariant(StrictModel):
     scheme: str
 
 
-class CustomVariant(_Strict):
+class CustomVariant(StrictModel):
     name: str
     preset: str | None = None  # a compressed-tensors preset name (W4A16, FP8_BLOCK, ...)
     weights: QuantizationArgs | None = None
@@ -93,7 +88,7 @@ Variant = Annotated[
 ]
 
 
-class VariantsFile(_Strict):
+class VariantsFile(StrictModel):
     version: Literal[1]
     model: Path
     output_root: Path | None = None

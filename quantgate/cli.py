@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quantgate import __version__
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,13 @@ class Command:
 
 def registered_commands() -> list[Command]:
     """The registry. Imports are local so that `import quantgate` stays lean."""
-    from gates.commands import add_gate_arguments, run_gate
-    from harness.commands import add_eval_arguments, run_eval
+    from harness.cli import add_eval_arguments, run_eval
     from harness.serve import add_serve_arguments, run_serve
-    from nightly.commands import add_nightly_arguments, run_nightly_command
-    from quant.commands import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
-    from reporting.commands import add_report_arguments, run_report
-    from tracking.commands import add_compare_arguments, add_sync_arguments, run_compare, run_sync
+    from quant.cli import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
+    from quantgate.commands.gate import add_gate_arguments, run_gate
+    from quantgate.commands.nightly import add_nightly_arguments, run_nightly_command
+    from quantgate.commands.report import add_report_arguments, run_report
+    from quantgate.commands.tracking import add_compare_arguments, add_sync_arguments, run_compare, run_sync
 
     return [
         Command(

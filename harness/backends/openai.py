@@ -38,7 +38,7 @@ from transformers import AutoTokenizer
 
 from harness.backends.base import Window, WindowScores
 from harness.backends.http_client import HttpClient, RetryPolicy
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
 
 ToolcallMode = Literal["chat", "raw"]
 

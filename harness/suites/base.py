@@ -20,16 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from harness.backends.base import Backend
-from harness.metrics import Metric
+from quantgate.core.metrics import Metric
+from quantgate.core.strict import StrictModel
 
 
-class SuiteConfig(BaseModel):
+class SuiteConfig(StrictModel):
     """Common fields; each kind subclasses it. Unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     kind: str
     version: int

@@ -14,17 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from harness.backends.base import Backend
-from harness.metrics import Metric
 from harness.paired import binomial_stderr, paired_metrics
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from harness.suites.paths import suite_data_path
+from quantgate.core.metrics import Metric
+from quantgate.core.strict import StrictModel
 
 
-class LmEvalTask(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LmEvalTask(StrictModel):
     name: str  # lm-eval task name
     metric: str = "acc"  # per-sample metric whose value 1 means correct (acc, exact_match, ...)
     filter: str = "none"  # lm-eval filter whose responses are scored

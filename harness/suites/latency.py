@@ -28,9 +28,9 @@ import torch
 from pydantic import Field
 
 from harness.backends.base import Backend
-from harness.metrics import Metric, ratios_to_baseline
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
+from quantgate.core.metrics import Metric, ratios_to_baseline
 
 
 class LatencyConfig(SuiteConfig):
@@ -101,7 +101,7 @@ def _throughput_metrics(name: str, tokens: int, seconds: list[float], condition:
 
 def checkpoint_size(model_dir: Path) -> tuple[int, float, str]:
     """(bytes, bits per weight overall, where it came from)."""
-    from quant.manifest import MANIFEST_NAME, load_manifest
+    from quantgate.core.manifest import MANIFEST_NAME, load_manifest
 
     if (model_dir / MANIFEST_NAME).is_file():
         manifest = load_manifest(model_dir)

@@ -1,7 +1,8 @@
-"""Suite files: `suites/<name>.yaml` (or any path), validated by the pydantic class of their `kind`.
+"""Suite files: a shipped suite's name (quantgate.core.shipped) or any path, validated by the pydantic
+class of their `kind`.
 
-Relative paths inside a suite (data files) resolve against the suite file's folder, then the
-repository root. Every problem is an InputError naming the file and the key.
+Relative paths inside a suite (data files) resolve against the suite file's folder, then (`suites/...`)
+the shipped suites. Every problem is an InputError naming the file and the key.
 """
 
 from __future__ import annotations
@@ -14,25 +15,19 @@ from pydantic import ValidationError
 import harness.suites.catalog  # noqa: F401  (registers the suite kinds)
 from harness.suites.base import SUITE_KINDS, SuiteConfig, suite_kind
 from harness.suites.paths import is_suite_file
-from quantgate.errors import InputError
-from quantgate.typed_yaml import read_yaml_mapping
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SUITES_DIR = REPO_ROOT / "suites"
-
-
-def suite_names() -> list[str]:
-    return sorted(path.stem for path in SUITES_DIR.glob("*.yaml"))
+from quantgate.core.errors import InputError
+from quantgate.core.shipped import resolve_data_path, shipped_root, shipped_suite_names
+from quantgate.core.typed_yaml import read_yaml_mapping
 
 
 def suite_path(name_or_path: str | Path) -> Path:
-    """A bare name -> suites/<name>.yaml; anything else is a path."""
+    """A bare name -> the shipped suite of that name; anything else is a path."""
     text = str(name_or_path)
     if not is_suite_file(text):
-        path = SUITES_DIR / f"{text}.yaml"
+        path = shipped_root() / f"{text}.yaml"
         if not path.is_file():
             raise InputError(
-                f"unknown suite {text!r}; shipped suites: {', '.join(suite_names())} (or give a path)"
+                f"unknown suite {text!r}; shipped suites: {', '.join(shipped_suite_names())} (or give a path)"
             )
         return path
     path = Path(text)
@@ -71,9 +66,7 @@ def _resolved_paths(config: SuiteConfig, suite_file: Path) -> dict[str, Path]:
         value = getattr(config, field)
         if value is None or not _is_path_field(info.annotation):
             continue
-        candidates = (
-            [value] if value.is_absolute() else [suite_file.parent.resolve() / value, REPO_ROOT / value]
-        )
+        candidates = resolve_data_path(value, suite_file.parent.resolve())
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             tried = " or ".join(str(c) for c in candidates)

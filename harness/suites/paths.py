@@ -1,19 +1,22 @@
-"""Where a suite's data files are: a relative path in a suite config is relative to the project root."""
+"""Where a suite's data files are, and whether a suite entry is a name or a path.
+
+A relative data path resolves against the working directory, then (`suites/...`) the shipped suites
+(quantgate.core.shipped), so shipped suites work from an installed wheel and any directory.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds suites/
+from quantgate.core.shipped import resolve_data_path
 
 
 def suite_data_path(path: str | Path) -> Path:
-    resolved = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
-    if not resolved.exists():
-        raise FileNotFoundError(
-            f"suite data {path} not found (relative paths are relative to {PROJECT_ROOT})"
-        )
-    return resolved
+    candidates = resolve_data_path(path, Path.cwd())
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        raise FileNotFoundError(f"suite data {path} not found ({' or '.join(str(c) for c in candidates)})")
+    return found
 
 
 def is_suite_file(entry: str) -> bool:

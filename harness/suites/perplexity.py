@@ -32,9 +32,9 @@ from safetensors.torch import load_file, save_file
 
 from harness import kl
 from harness.backends.base import Backend, Window, WindowScores
-from harness.metrics import Direction, Metric
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
+from quantgate.core.metrics import Direction, Metric
 
 ARTIFACT = "distributions.safetensors"
 

@@ -24,11 +24,10 @@ from pydantic import Field
 
 from harness.backends.base import Backend
 from harness.kl import percentiles
-from harness.metrics import Metric, ratios_to_baseline
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
-from quantgate.errors import InputError
-
-DEQUANTIZED_RECORD = "quantgate.dequantized.json"
+from quantgate.core.errors import InputError
+from quantgate.core.manifest import load_dequantized_record
+from quantgate.core.metrics import Metric, ratios_to_baseline
 
 
 class ServingLatencyConfig(SuiteConfig):
@@ -120,7 +119,7 @@ def measure(config: ServingLatencyConfig, backend: Backend, out_dir: Path) -> Me
                 ),
             ]
     tokenizer_dir = Path(backend.describe().get("tokenizer", ""))
-    dequantized = (tokenizer_dir / DEQUANTIZED_RECORD).is_file()
+    dequantized = load_dequantized_record(tokenizer_dir) is not None
     extra = {
         "conditions": config.model_dump(mode="json") | {"endpoint": backend.describe()},
         "kernel": "BF16 dequantization of a quantized checkpoint: NOT the quantized kernel's latency"

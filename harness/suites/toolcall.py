@@ -15,7 +15,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.backends.base import Backend
-from harness.metrics import Metric
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from harness.suites.paths import suite_data_path
 from harness.toolcall.k2vv import read_requests, request_episode
@@ -24,6 +23,7 @@ from harness.toolcall.metrics import compare_metrics, measure_metrics, task_succ
 from harness.toolcall.parsers import PARSERS, parser_for
 from harness.tools.environment import ToolEnvironment
 from harness.tools.schemas import TOOL_SCHEMAS
+from quantgate.core.metrics import Metric
 
 
 class ToolcallSuiteConfig(SuiteConfig):

@@ -22,8 +22,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from harness.metrics import Metric
 from harness.paired import binomial_stderr, mean_stderr, paired_metrics
+from quantgate.core.metrics import Metric
 
 Row = dict[str, Any]
 

@@ -16,6 +16,7 @@ set's identity is the sha256 of the token ids, which the manifest records.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -25,11 +26,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from harness.tools.schemas import TOOL_SCHEMAS
-from quant.gptq.report import CalibrationSet, CalibrationSpec
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
+from quantgate.core.gptq import CalibrationSet, CalibrationSpec
+from quantgate.core.shipped import resolve_data_path
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+TOOLS_FILE = "tools.json"  # beside a chat source: the schemas of the tools its rows name
 SOURCE_RE = re.compile(r"^(text|chat):(.+?)(?:\[(\d*):(\d*)\])?$")
 
 def _rows(path: Path, start: int | None, stop: int | None, source: str) -> list[dict]:
@@ -62,14 +63,30 @@ def _reference_turn(row: dict) -> list[dict]:
     return turns
 
 
+@functools.cache
+def _tool_schemas(schemas_file: Path) -> dict:
+    try:
+        return json.loads(schemas_file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{schemas_file}: missing (chat calibration rows name tools)") from None
+
+
+def _tool_schema(source: Path, name: str) -> dict:
+    """A tool named in a chat row: its schema from TOOLS_FILE beside the source."""
+    schemas_file = source.parent / TOOLS_FILE
+    schemas = _tool_schemas(schemas_file)
+    if name not in schemas:
+        raise InputError(f"{schemas_file}: no tool {name!r}; known: {', '.join(sorted(schemas))}")
+    return schemas[name]
+
+
 def _documents(source: str, tokenizer, root: Path) -> list[list[int]]:
     match = SOURCE_RE.match(source)
     if match is None:
         raise InputError(f"calibration source {source!r}: expected KIND:PATH[START:STOP], KIND text or chat")
     kind, path_text, start, stop = match.groups()
-    path = Path(path_text) if Path(path_text).is_absolute() else root / path_text
-    if not path.exists() and (REPOSITORY / path_text).exists():
-        path = REPOSITORY / path_text  # the bundled suites' data, from any working directory
+    candidates = resolve_data_path(path_text, root)  # then `suites/...`: the shipped suites' data
+    path = next((c for c in candidates if c.exists()), candidates[0])
     rows = _rows(path, int(start) if start else None, int(stop) if stop else None, source)
     docs = []
     for number, row in enumerate(rows):
@@ -80,7 +97,7 @@ def _documents(source: str, tokenizer, root: Path) -> list[list[int]]:
             docs.append(tokenizer(row["text"])["input_ids"])
         else:
             messages = list(row["messages"]) + _reference_turn(row)
-            tools = [TOOL_SCHEMAS[t] if isinstance(t, str) else t for t in row.get("tools") or []]
+            tools = [_tool_schema(path, t) if isinstance(t, str) else t for t in row.get("tools") or []]
             ids = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=True, return_dict=False)
             docs.append(list(ids))
     if not docs:

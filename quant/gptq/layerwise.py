@@ -30,7 +30,7 @@ from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
 )
 
 from quant.source import SourceCheckpoint
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
 
 # (expert, "gate_proj"|"up_proj"|"down_proj", inputs [n, in], routing weights [n] or None)
 Observer = Callable[[int, str, torch.Tensor, torch.Tensor | None], None]

@@ -17,7 +17,7 @@ from compressed_tensors.quantization.lifecycle.forward import dequantize, quanti
 
 from quant.gptq.gptq import GPTQ, HessianFailure
 from quant.gptq.observer import choose_qparams
-from quant.gptq.report import FEW_TOKENS, HESSIAN, GPTQOptions
+from quantgate.core.gptq import FEW_TOKENS, HESSIAN, GPTQOptions
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from quant.gptq.distributed import Ranks, close_ranks, init_ranks
 from quant.gptq.gptq import GPTQ
 from quant.gptq.layerwise import LayerRunner, ShardReader, UnfusedExperts, build_layer, embed, layer_prefix, load_config
 from quant.gptq.modules import ModuleResult, compress, quantize_module
-from quant.gptq.report import FALLBACK_REASONS, CalibrationSpec, GPTQOptions, GPTQReport, LayerStats
 from quant.gptq.writer import LAYER_DIR, Target, prepare_target, write_checkpoint
-from quant.manifest import SourceIdentity
-from quant.plan import module_of, plan_quantization
 from quant.schemes import Scheme
+from quant.select import module_of, plan_quantization
 from quant.source import load_source, source_hashes
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
+from quantgate.core.gptq import FALLBACK_REASONS, CalibrationSpec, GPTQOptions, GPTQReport, LayerStats
+from quantgate.core.manifest import SourceIdentity
 
 METHOD = "gptq"
 EXPERT_PREFIX = "mlp.experts."

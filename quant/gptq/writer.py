@@ -22,8 +22,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from quant.build import TMP_MARKER, TOOLS, Outcome
-from quant.gptq.report import OUTSIDE_LAYERS, CalibrationSet, GPTQOptions, GPTQReport
-from quant.manifest import (
+from quant.rtn import compress_weight
+from quant.schemes import Scheme
+from quant.select import module_of
+from quant.source import SourceCheckpoint
+from quantgate import __version__
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
+from quantgate.core.errors import InputError
+from quantgate.core.gptq import OUTSIDE_LAYERS, CalibrationSet, GPTQOptions, GPTQReport
+from quantgate.core.manifest import (
     MANIFEST_NAME,
     BitsPerWeight,
     Manifest,
@@ -34,12 +41,6 @@ from quant.manifest import (
     load_manifest,
     write_manifest,
 )
-from quant.plan import module_of
-from quant.rtn import compress_weight
-from quant.schemes import Scheme
-from quant.source import CONFIG_NAME, INDEX_NAME, SourceCheckpoint, sha256_file
-from quantgate import __version__
-from quantgate.errors import InputError
 
 LAYER_DIR = ".gptq-layers"
 SAFETENSORS_METADATA = {"format": "pt"}

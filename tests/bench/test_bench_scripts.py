@@ -18,10 +18,10 @@ from quantize_throughput import DEFAULT_SCHEMES, parse_args
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from quant.plan import plan_quantization
 from quant.schemes import get_scheme
+from quant.select import plan_quantization
 from quant.source import load_source
-from quantgate.moe import group_of
+from quantgate.core.moe import group_of
 
 SIZE_GB, SHARD_GB = 0.02, 0.005
 EXPERT = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight")

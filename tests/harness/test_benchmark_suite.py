@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from harness.suites.benchmark import BENCHMARK_SUITE, BenchmarkSuiteConfig
-from harness.suites.paths import PROJECT_ROOT
+from quantgate.core.shipped import shipped_root
 
 LIMIT = 12
 
 
 def load_config(**overrides) -> BenchmarkSuiteConfig:
-    raw = yaml.safe_load((PROJECT_ROOT / "suites" / "benchmark.yaml").read_text())
+    raw = yaml.safe_load((shipped_root() / "benchmark.yaml").read_text())
     return BenchmarkSuiteConfig(**(raw | overrides))
 
 

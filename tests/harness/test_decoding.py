@@ -7,14 +7,14 @@ import json
 
 import torch
 
-from harness.suites.paths import PROJECT_ROOT
 from harness.tools.schemas import TOOL_SCHEMAS
+from quantgate.core.shipped import shipped_root
 
 STOP = ["<|im_end|>", "[EOS]"]
 
 
 def _prompts(backend, n: int) -> list[list[int]]:
-    lines = (PROJECT_ROOT / "suites" / "data" / "tinyk2" / "toolcall_scenarios.jsonl").read_text().splitlines()
+    lines = (shipped_root() / "data" / "tinyk2" / "toolcall_scenarios.jsonl").read_text().splitlines()
     scenarios = [json.loads(line) for line in lines[:n]]
     chats = [backend.render_chat(s["messages"], [TOOL_SCHEMAS[t] for t in s["tools"]]) for s in scenarios]
     return chats + [backend.tokenize("The weather in Oslo"), backend.tokenize("7 + 5 =")]

@@ -61,10 +61,10 @@ def test_eval_writes_results_and_reuses_the_cached_baseline(
     assert 16 <= bf16_bits["bits_per_weight"] < 16.5  # BF16 + a float32 router bias + headers
 
     entries = sorted(cache.iterdir())
-    written = {e: (e / "measurement.json").stat().st_mtime_ns for e in entries}
+    written = {e: (e / "summary.json").stat().st_mtime_ns for e in entries}
     first_summary = (variant_ppl / "summary.json").read_bytes()
     assert _eval(variant, bundled_model, suites, out, cache) == 0
-    assert {e: (e / "measurement.json").stat().st_mtime_ns for e in sorted(cache.iterdir())} == written
+    assert {e: (e / "summary.json").stat().st_mtime_ns for e in sorted(cache.iterdir())} == written
     timings = json.loads((base_ppl / "timings.json").read_text())
     assert timings["baseline_cache"] == "hit" and "load_s" not in timings["model"]  # baseline never loaded
     assert (variant_ppl / "summary.json").read_bytes() == first_summary

@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 
 from harness.suites.latency import LatencyConfig
-from harness.suites.loader import SUITES_DIR, load_suite
+from harness.suites.loader import load_suite
 from harness.suites.perplexity import PerplexityConfig
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
+from quantgate.core.shipped import shipped_root
 
 
 def test_shipped_suites_load_by_name_with_data_resolved():
     perplexity = load_suite("perplexity")
     assert isinstance(perplexity, PerplexityConfig)
-    assert perplexity.data == SUITES_DIR / "data" / "tinyk2" / "heldout_text.jsonl"
+    assert perplexity.data == shipped_root() / "data" / "tinyk2" / "heldout_text.jsonl"
     assert perplexity.stride == perplexity.context_length  # lm-eval's rolling windows
     assert isinstance(load_suite("latency"), LatencyConfig)
 
@@ -37,7 +38,11 @@ def test_bad_value_names_file_and_key(perplexity_suite):
 
 def test_missing_data_file_is_named(perplexity_suite, tmp_path: Path):
     path = perplexity_suite(data="nowhere/text.jsonl")
-    expected = rf"^{path}: ppl\.data: data file not found \({tmp_path}/nowhere/text\.jsonl or "
+    expected = rf"^{path}: ppl\.data: data file not found \({tmp_path}/nowhere/text\.jsonl\)$"
+    with pytest.raises(InputError, match=expected):
+        load_suite(path)
+    path = perplexity_suite(data="suites/data/none.jsonl")  # suites/...: also looked for in the shipped suites
+    expected = rf"\({tmp_path}/suites/data/none\.jsonl or {shipped_root()}/data/none\.jsonl\)$"
     with pytest.raises(InputError, match=expected):
         load_suite(path)
 

@@ -15,9 +15,9 @@ import pytest
 
 from harness.suites.benchmark import BENCHMARK_SUITE, BenchmarkSuiteConfig, LmEvalTask
 from harness.suites.latency import checkpoint_size
-from harness.suites.paths import PROJECT_ROOT
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig
 from harness.toolcall.k2vv import requests_from_scenarios
+from quantgate.core.shipped import shipped_root
 
 CHECKPOINTS = ("bf16", "kimi-k2-thinking-int4", "w2a16-g32")
 
@@ -25,7 +25,7 @@ CHECKPOINTS = ("bf16", "kimi-k2-thinking-int4", "w2a16-g32")
 @pytest.fixture(scope="module")
 def first_turns(tmp_path_factory):
     """The first turn of all 60 held-out scenarios as K2-Vendor-Verifier requests."""
-    lines = (PROJECT_ROOT / "suites" / "data" / "tinyk2" / "toolcall_scenarios.jsonl").read_text().splitlines()
+    lines = (shipped_root() / "data" / "tinyk2" / "toolcall_scenarios.jsonl").read_text().splitlines()
     path = tmp_path_factory.mktemp("k2vv") / "first_turns.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in requests_from_scenarios([json.loads(x) for x in lines])))
     return path

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from harness.suites.base import Measurement
-from harness.suites.paths import PROJECT_ROOT
+from harness.suites.paths import suite_data_path
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig, _scenario_episode
 from harness.toolcall.loop import Episode, step
 from harness.toolcall.metrics import trigger_scores
@@ -23,7 +23,7 @@ from harness.toolcall.parsers import parse_kimi_k2
 from harness.tools.environment import ToolEnvironment
 
 SCENARIOS_FILE = "suites/data/tinyk2/toolcall_scenarios.jsonl"
-SCENARIOS = [json.loads(line) for line in (PROJECT_ROOT / SCENARIOS_FILE).read_text().splitlines()]
+SCENARIOS = [json.loads(line) for line in suite_data_path(SCENARIOS_FILE).read_text().splitlines()]
 OUTCOMES = {None, "answer", "tool_calls", "malformed", "max_steps", "context_exceeded"}
 
 

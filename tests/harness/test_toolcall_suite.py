@@ -8,16 +8,16 @@ import yaml
 from pydantic import ValidationError
 
 from harness.suites.base import suite_kind
-from harness.suites.paths import PROJECT_ROOT
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig
 from harness.toolcall.loop import detect_parser
+from quantgate.core.shipped import shipped_root
 
 OUTCOMES = {"answer", "malformed", "max_steps", "context_exceeded"}
 SCENARIOS = 20  # the first 20 of the 60 held-out scenarios keep the test's generation cost bounded
 
 
 def load_config(name: str, **overrides) -> ToolcallSuiteConfig:
-    raw = yaml.safe_load((PROJECT_ROOT / "suites" / f"{name}.yaml").read_text())
+    raw = yaml.safe_load((shipped_root() / f"{name}.yaml").read_text())
     return ToolcallSuiteConfig(**(raw | overrides))
 
 

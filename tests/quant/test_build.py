@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from quant.build import QuantizeRequest, default_output, quantize
-from quant.manifest import MANIFEST_NAME, load_manifest, verify_files
 from quant.schemes import get_scheme
-from quant.source import sha256_file
 from quantgate.cli import main
+from quantgate.core.checkpoint import sha256_file
+from quantgate.core.manifest import MANIFEST_NAME, load_manifest, verify_files
 
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
 

@@ -17,8 +17,8 @@ from compressed_tensors.entrypoints.convert import CompressedTensorsDequantizer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from quant.plan import NEVER_QUANTIZED
 from quant.schemes import scheme_names
+from quant.select import NEVER_QUANTIZED
 
 # One table. int8/fp8 tight, int4 looser, w2 may be far (it must still load and be finite).
 LOGITS_TOLERANCE = {

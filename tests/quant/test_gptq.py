@@ -15,22 +15,22 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+from gptq_heldout import kl_mean, perplexity, score
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from quant.build import Outcome
 from quant.gptq.calibration import build_calibration
 from quant.gptq.gptq import GPTQ, ColumnQuantizer, HessianFailure
-from quant.gptq.heldout import kl_mean, perplexity, score
 from quant.gptq.layerwise import LayerRunner, ShardReader, build_layer, embed, load_config
 from quant.gptq.modules import compress, quantize_module
-from quant.gptq.report import FEW_TOKENS, HESSIAN, CalibrationSpec, GPTQOptions
 from quant.gptq.run import GPTQRequest, quantize_gptq
-from quant.manifest import load_manifest, verify_files
 from quant.rtn import compress_weight, weight_qparams
 from quant.schemes import get_scheme
 from quant.source import load_source
 from quantgate.cli import main
+from quantgate.core.gptq import FEW_TOKENS, HESSIAN, CalibrationSpec, GPTQOptions
+from quantgate.core.manifest import load_manifest, verify_files
 
 ROOT = Path(__file__).resolve().parents[2]
 CALIBRATION = CalibrationSpec()  # the default: 64 x 256 tokens, ~4000 per routed expert

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from quant.prefetch import SourceHasher, shard_order, source_shards, start_hasher
-from quant.source import sha256_file
-from quantgate.errors import InputError
+from quantgate.core.checkpoint import sha256_file
+from quantgate.core.errors import InputError
 
 
 @pytest.fixture

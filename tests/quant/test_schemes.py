@@ -9,8 +9,8 @@ import pytest
 from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme
 
 from quant.schemes import get_scheme, resolve_patterns, scheme_names
-from quantgate.errors import InputError
-from quantgate.moe import ATTENTION, LM_HEAD, ROUTED_EXPERTS
+from quantgate.core.errors import InputError
+from quantgate.core.moe import ATTENTION, LM_HEAD, ROUTED_EXPERTS
 
 MOONSHOT_CONFIG = Path(__file__).resolve().parents[1] / "data" / "kimi_k2_thinking_quantization_config.json"
 

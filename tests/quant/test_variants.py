@@ -6,9 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from quant.manifest import load_manifest
 from quantgate.cli import main
-from quantgate.moe import ATTENTION, DENSE_MLP, SHARED_EXPERTS
+from quantgate.core.manifest import load_manifest
+from quantgate.core.moe import ATTENTION, DENSE_MLP, SHARED_EXPERTS
 
 VARIANTS = """\
 version: 1

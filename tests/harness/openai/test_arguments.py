@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gates.plan import load_plan
-from harness.dequantize import dequantize_checkpoint
 from harness.serve import ServeConfig, command
+from quant.dequantize import dequantize_checkpoint
 from quantgate.cli import main
-from quantgate.errors import InputError
+from quantgate.core.errors import InputError
+from quantgate.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from harness.backends.openai import Endpoint, OpenAIBackend
-from harness.dequantize import dequantize_checkpoint
 from harness.serve import ServeConfig, VllmServer
 from harness.suites.base import suite_kind
 from harness.suites.perplexity import PerplexityConfig
 from harness.suites.serving_latency import ServingLatencyConfig
+from quant.dequantize import dequantize_checkpoint
 
 HELDOUT = Path(__file__).resolve().parents[3] / "suites" / "data" / "tinyk2" / "heldout_text.jsonl"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from quantgate.cli import main
-from tracking import names
+from quantgate.tracking import names
 
 ROOT = Path(__file__).resolve().parents[3]
 HELDOUT = ROOT / "suites" / "data" / "tinyk2" / "heldout_text.jsonl"

@@ -1,0 +1,133 @@
+"""`quantgate eval`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from quantgate.core.errors import InputError
+
+
+def default_cache_dir() -> Path:
+    root = (
+        os.environ.get("QUANTGATE_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "quantgate"
+    )
+    return Path(root) / "baselines"
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", type=Path, action="append", required=True, help="checkpoint to measure (repeatable)"
+    )
+    parser.add_argument("--baseline", type=Path, help="BF16 checkpoint each model is compared with (cached)")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        required=True,
+        help="suite name (suites/NAME.yaml) or path to a suite file (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="results folder: OUT/<model>/<suite>/")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="baseline cache (default: $QUANTGATE_CACHE/baselines or ~/.cache/quantgate/baselines)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=None, help="overrides every suite's batch_size")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    endpoint = parser.add_argument_group("endpoints (backend openai: an OpenAI-compatible server, e.g. vLLM)")
+    endpoint.add_argument(
+        "--backend",
+        default="hf",
+        choices=["hf", "openai"],
+        help="how each --model is measured: hf in-process; openai through --base-url (--model: its tokenizer folder)",
+    )
+    endpoint.add_argument(
+        "--base-url", action="append", default=[], help="server URL without /v1: one, or one per --model"
+    )
+    endpoint.add_argument(
+        "--served-model", action="append", default=[], help="served model name, one per --model (default: folder name)"
+    )
+    endpoint.add_argument("--api-key-env", help="environment variable holding the API key (sent as a Bearer token)")
+    endpoint.add_argument(
+        "--baseline-backend", default="hf", choices=["hf", "openai"], help="how --baseline is measured"
+    )
+    endpoint.add_argument("--baseline-base-url", help="the baseline's server URL (--baseline-backend openai)")
+    endpoint.add_argument("--baseline-served-model", help="the baseline's served model name (default: folder name)")
+    endpoint.add_argument("--concurrency", type=int, default=8, help="requests in flight per endpoint")
+    endpoint.add_argument("--max-top-k", type=int, default=64, help="log-probabilities per token the server returns")
+    endpoint.add_argument(
+        "--toolcall-mode",
+        default="chat",
+        choices=["chat", "raw"],
+        help="chat: /v1/chat/completions with tools, server-side parsing; raw: /v1/completions, harness parser",
+    )
+
+
+def _endpoints(args: argparse.Namespace) -> list:
+    from harness.backends.openai import Endpoint
+
+    models, urls, names = args.model, args.base_url, args.served_model
+    if args.backend == "hf":
+        if urls or names:
+            raise InputError("--base-url/--served-model need --backend openai")
+        return []
+    if len(urls) not in (1, len(models)):
+        raise InputError(f"--base-url: give one, or one per --model ({len(models)}), got {len(urls)}")
+    if names and len(names) != len(models):
+        raise InputError(f"--served-model: give one per --model ({len(models)}), got {len(names)}")
+    urls = urls * len(models) if len(urls) == 1 else urls
+    endpoints = [
+        Endpoint(url, names[i] if names else model.name, model, args.api_key_env)
+        for i, (model, url) in enumerate(zip(models, urls, strict=True))
+    ]
+    for endpoint in endpoints:
+        endpoint.api_key()  # an unset variable is an input error before anything runs
+    return endpoints
+
+
+def _baseline_endpoint(args: argparse.Namespace):
+    from harness.backends.openai import Endpoint
+
+    if args.baseline_backend == "hf":
+        if args.baseline_base_url:
+            raise InputError("--baseline-base-url needs --baseline-backend openai")
+        return None
+    if args.baseline is None or args.baseline_base_url is None:
+        raise InputError("--baseline-backend openai needs --baseline (its tokenizer folder) and --baseline-base-url")
+    name = args.baseline_served_model or args.baseline.name
+    return Endpoint(args.baseline_base_url, name, args.baseline, args.api_key_env)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from harness.evaluate import EvalRequest, evaluate
+    from quantgate.core.record import RESULT_FILE
+
+    for option in ("threads", "batch_size", "concurrency", "max_top_k"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    endpoints, baseline_endpoint = _endpoints(args), _baseline_endpoint(args)
+    request = EvalRequest(
+        models=[] if endpoints else args.model,
+        endpoints=endpoints,
+        baseline_endpoint=baseline_endpoint,
+        concurrency=args.concurrency,
+        max_top_k=args.max_top_k,
+        toolcall_mode=args.toolcall_mode,
+        suites=args.suite,
+        out=args.out,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        baseline=None if baseline_endpoint else args.baseline,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    for folder in evaluate(request):
+        print(folder / RESULT_FILE)
+    return 0

@@ -1,0 +1,80 @@
+"""`quantgate nightly`: the main job. Exit 0 when the plan passes, 1 when it fails, 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from quantgate.core.errors import InputError
+
+
+def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", type=Path, required=True, metavar="FILE", help="the plan (YAML)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else state/mlflow.db)"
+    )
+    parser.add_argument("--nightly-id", help="the nightly's id (default: <date>-<plan hash>); shards share it")
+    parser.add_argument(
+        "--shard", default="1/1", metavar="I/N", help="run the I-th of N slices of the (variant, suite) matrix"
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports root: REPORTS/<plan>/<nightly id>/"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for evaluation")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="quantization worker threads per variant (as quantize --workers)"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="baseline cache (default: ~/.cache/quantgate/baselines)"
+    )
+
+
+def quiet_library_progress() -> None:
+    """One line per step in logs: the libraries' own progress bars (model loading, lm-eval) are off."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+def run_nightly_command(args: argparse.Namespace) -> int:
+    from harness.cli import default_cache_dir
+    from quantgate.nightly.matrix import parse_shard
+    from quantgate.nightly.run import NightlyRequest, run_nightly
+    from quantgate.tracking.store import state_dir
+
+    for option in ("threads", "workers"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise InputError(f"--{option} must be at least 1, got {value}")
+    shard = parse_shard(args.shard)
+    quiet_library_progress()
+    outcome = run_nightly(
+        NightlyRequest(
+            plan_path=args.plan.resolve(),
+            shard=shard,
+            state=state_dir(),
+            reports=args.reports.resolve(),
+            cache_dir=args.cache_dir or default_cache_dir(),
+            tracking_uri=args.tracking_uri,
+            nightly_id=args.nightly_id,
+            threads=args.threads,
+            workers=args.workers,
+        )
+    )
+    print(f"nightly {outcome.nightly_id}: {outcome.measured} pair(s) measured, {len(outcome.results)} result(s)")
+    print(outcome.tracking_message)
+    if outcome.gates is None:
+        print(
+            f"shard {shard} done; when every shard has finished: "
+            f"quantgate report --plan {args.plan} --nightly {outcome.nightly_id}"
+        )
+        return 0
+    for reason in outcome.gates.reasons:
+        print(f"  {reason}")
+    print(f"report: {outcome.report_dir / 'report.html'}")
+    print(f"verdict: {'PASS' if outcome.gates.passed else 'FAIL'}")
+    return 0 if outcome.gates.passed else 1

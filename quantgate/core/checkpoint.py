@@ -1,0 +1,41 @@
+"""Checkpoint identity: file hashing and what names a checkpoint's contents.
+
+A quantgate-made checkpoint is identified by its manifest (which lists every file's sha256); any
+other by the sha256 of its config, index and safetensors shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+MANIFEST_NAME = "quantgate.json"  # written by quant/ beside a checkpoint's weights (quantgate.core.manifest)
+HASH_CHUNK = 1 << 24
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, read front to back into one reused buffer."""
+    view = memoryview(bytearray(HASH_CHUNK))
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while n := handle.readinto(view):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def checkpoint_identity(model_dir: Path) -> str:
+    """sha256 of the manifest (it lists every file's sha256), else of config, index and shards."""
+    if (model_dir / MANIFEST_NAME).is_file():
+        return "manifest:" + sha256_file(model_dir / MANIFEST_NAME)
+    digest = hashlib.sha256()
+    for path in (
+        sorted(model_dir.glob("*.safetensors"))
+        + [model_dir / "config.json"]
+        + sorted(model_dir.glob("*.safetensors.index.json"))
+    ):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return "files:" + digest.hexdigest()

@@ -1,0 +1,234 @@
+"""Gate rows: each (variant, gate, threshold) judged on the numbers exactly as measured.
+
+Comparisons are exact on the recorded floats (`fractions.Fraction`), never on a rounded or
+formatted number: a recovery of 94.5 % fails a 95 % gate, and so does 94.99999 %. Direction comes
+from the Metric: recovery is value/baseline when higher is better and baseline/value when lower is
+better; a regression is a move to the worse side.
+
+The nightly passes when every real variant passes every gate and every canary fails at least one
+(a canary that passes all its gates means the harness has lost the sensitivity to catch it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from quantgate.core.errors import InputError
+from quantgate.core.metrics import Metric
+from quantgate.core.record import ResultRecord
+from quantgate.plan import Gate, Plan, PlanVariant, SignificanceThreshold
+
+Verdict = Literal["pass", "fail", "missing"]
+
+
+@dataclass(frozen=True)
+class GateRow:
+    variant: str
+    group: str
+    canary: bool  # as gated: False for a canary gated as real (--as-real)
+    metric: str  # "<suite>.<metric>"
+    gate: str  # the threshold kind (min_recovery, max_value, ...)
+    baseline: float | None
+    value: float | None
+    recovery_pct: float | None  # direction-aware; None without a baseline or a direction
+    threshold: float  # for no_significant_regression: alpha
+    verdict: Verdict
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}: {self.metric} {self.gate}"
+
+
+@dataclass(frozen=True)
+class GateReport:
+    plan: str
+    rows: list[GateRow]
+    passed: bool
+    reasons: list[str]  # why the nightly fails, or what it proved when it passes
+
+
+def recovery(metric: Metric, baseline: Metric) -> Fraction | None:
+    """value/baseline (higher is better) or baseline/value (lower is better), exact; None if undefined."""
+    numerator, denominator = (
+        (metric.value, baseline.value) if metric.direction == "higher" else (baseline.value, metric.value)
+    )
+    if metric.direction == "none" or denominator <= 0 or numerator < 0:
+        return None
+    return Fraction(numerator) / Fraction(denominator)
+
+
+def regression(metric: Metric, baseline_value: float) -> Fraction:
+    """How far `metric` moved to its worse side of `baseline_value` (negative: it improved)."""
+    difference = Fraction(metric.value) - Fraction(baseline_value)
+    return -difference if metric.direction == "higher" else difference
+
+
+def _exact(x: float | Fraction) -> str:
+    return repr(float(x))
+
+
+class _Judge:
+    """Judges one variant's gates against the results of its suites and the baseline's."""
+
+    def __init__(self, plan: Plan, results: list[ResultRecord]) -> None:
+        self.plan = plan
+        self.by_key = {(r.variant, r.suite): r for r in results}
+        self.baselines: dict[str, ResultRecord] = {}
+        for result in results:
+            if result.role == "baseline" or result.variant == plan.baseline_name:
+                if result.suite in self.baselines and self.baselines[result.suite] is not result:
+                    raise InputError(f"two baseline results for suite {result.suite!r}")
+                self.baselines[result.suite] = result
+
+    def lookup(self, variant: PlanVariant, qualified: str) -> Metric | None:
+        suite, name = qualified.split(".", 1)
+        result = self.by_key.get((self.plan.checkpoint_name(variant), suite))
+        return result.metric(name) if result else None
+
+    def baseline(self, gate: Gate) -> Metric | None:
+        result = self.baselines.get(gate.suite)
+        return result.metric(gate.metric_name) if result else None
+
+    def rows(self, variant: PlanVariant, canary: bool) -> list[GateRow]:
+        rows = []
+        for gate in self.plan.gates_for(variant):
+            metric, base = self.lookup(variant, gate.metric), self.baseline(gate)
+            for kind, threshold in gate.thresholds():
+                row = dict(
+                    variant=variant.name,
+                    group=variant.group,
+                    canary=canary,
+                    metric=gate.metric,
+                    gate=kind,
+                    baseline=base.value if base else None,
+                    value=metric.value if metric else None,
+                    recovery_pct=None,
+                    threshold=threshold.alpha if isinstance(threshold, SignificanceThreshold) else threshold,
+                )
+                if metric is None:
+                    where = self.plan.checkpoint_name(variant)
+                    rows.append(
+                        GateRow(**row, verdict="missing", reason=f"no {gate.metric} in results of {where}")
+                    )
+                    continue
+                ratio = recovery(metric, base) if base else None
+                row["recovery_pct"] = float(ratio * 100) if ratio is not None else None
+                verdict, reason = self.judge(variant, gate, kind, threshold, metric, base, ratio)
+                rows.append(GateRow(**row, verdict=verdict, reason=reason))
+        return rows
+
+    def judge(
+        self,
+        variant: PlanVariant,
+        gate: Gate,
+        kind: str,
+        threshold: float | SignificanceThreshold,
+        metric: Metric,
+        base: Metric | None,
+        ratio: Fraction | None,
+    ) -> tuple[Verdict, str]:
+        name = gate.metric
+        if kind in ("min_recovery", "max_difference") and metric.direction == "none":
+            raise InputError(f"gate {kind} on {name}: the metric has no direction (informational)")
+        if kind in ("min_recovery", "max_difference") and base is None:
+            return "missing", f"no baseline value for {name}"
+        if kind == "min_recovery":
+            if ratio is None:
+                return (
+                    "fail",
+                    f"recovery undefined (baseline {_exact(base.value)}, value {_exact(metric.value)})",
+                )
+            ok = ratio * 100 >= Fraction(threshold)
+            return _verdict(
+                ok, f"recovery {_exact(ratio * 100)} % {'>=' if ok else '<'} {_exact(threshold)} %"
+            )
+        if kind == "max_difference":
+            worse = regression(metric, base.value)
+            ok = worse <= Fraction(threshold)
+            side = "lower" if metric.direction == "higher" else "higher"
+            return _verdict(
+                ok, f"regression {_exact(worse)} ({side} is worse) {'<=' if ok else '>'} {_exact(threshold)}"
+            )
+        if kind == "max_value":
+            ok = Fraction(metric.value) <= Fraction(threshold)
+            return _verdict(ok, f"value {_exact(metric.value)} {'<=' if ok else '>'} {_exact(threshold)}")
+        if kind == "min_value":
+            ok = Fraction(metric.value) >= Fraction(threshold)
+            return _verdict(ok, f"value {_exact(metric.value)} {'>=' if ok else '<'} {_exact(threshold)}")
+        return self.significance(variant, metric, base, threshold)
+
+    def significance(
+        self, variant: PlanVariant, metric: Metric, base: Metric | None, rule: SignificanceThreshold
+    ) -> tuple[Verdict, str]:
+        if metric.direction == "none":
+            raise InputError(f"no_significant_regression on {metric.name}: the metric has no direction")
+        if rule.p_value is not None:
+            p = self.lookup(variant, rule.p_value)
+            if p is None:
+                return "missing", f"no {rule.p_value} in results"
+            # with a baseline the metric is a level; without one, a difference (variant - baseline)
+            worse = regression(metric, base.value if base else 0.0) > 0
+            significant = Fraction(p.value) < Fraction(rule.alpha)
+            detail = f"p = {_exact(p.value)} {'<' if significant else '>='} alpha {_exact(rule.alpha)}"
+            if worse and significant:
+                return "fail", f"significant regression: {detail}"
+            return "pass", f"{'regression' if worse else 'no regression'}, {detail}"
+        low_name, high_name = rule.interval
+        low, high = self.lookup(variant, low_name), self.lookup(variant, high_name)
+        if low is None or high is None:
+            return "missing", f"no {low_name if low is None else high_name} in results"
+        interval = f"[{_exact(low.value)}, {_exact(high.value)}]"
+        below, above = Fraction(high.value) < 0, Fraction(low.value) > 0
+        if (below and metric.direction == "higher") or (above and metric.direction == "lower"):
+            return (
+                "fail",
+                f"significant regression: difference interval {interval} excludes 0 on the worse side",
+            )
+        return "pass", f"difference interval {interval} does not show a regression"
+
+
+def _verdict(ok: bool, reason: str) -> tuple[Verdict, str]:
+    return ("pass" if ok else "fail"), reason
+
+
+def evaluate(plan: Plan, results: list[ResultRecord], as_real: tuple[str, ...] = ()) -> GateReport:
+    """Every gate row of every planned variant, and the nightly's verdict."""
+    for name in as_real:
+        plan.variant(name)  # an unknown name is an input error listing the plan's variants
+    judge = _Judge(plan, results)
+    rows: list[GateRow] = []
+    reasons: list[str] = []
+    failed = False
+    for variant in plan.variants:
+        canary = variant.canary and variant.name not in as_real
+        variant_rows = judge.rows(variant, canary)
+        rows += variant_rows
+        failing = [r for r in variant_rows if r.verdict == "fail"]
+        missing = [r for r in variant_rows if r.verdict == "missing"]
+        if missing:
+            failed = True
+            reasons.append(f"{variant.name}: results incomplete ({missing[0].reason}; {len(missing)} row(s))")
+        if not canary:
+            if failing:
+                failed = True
+                reasons.append(
+                    f"{variant.name} fails {len(failing)} gate(s): "
+                    + "; ".join(f"{r.metric} {r.gate}: {r.reason}" for r in failing)
+                )
+            elif not missing:
+                reasons.append(f"{variant.name} passes all {len(variant_rows)} gate(s)")
+        elif not variant_rows:
+            failed = True
+            reasons.append(f"canary {variant.name} has no gates: nothing could catch it")
+        elif failing:
+            reasons.append(f"canary {variant.name} caught by {len(failing)} gate(s)")
+        elif not missing:
+            failed = True
+            reasons.append(
+                f"canary {variant.name} passed all {len(variant_rows)} gate(s): the harness lost the "
+                "sensitivity to catch a known-bad variant"
+            )
+    return GateReport(plan=plan.name, rows=rows, passed=not failed, reasons=reasons)

@@ -1,0 +1,189 @@
+"""`quantgate nightly`: build the plan's variants, evaluate the baseline once and every variant on
+every suite, gate, write the report, and record everything in MLflow.
+
+Order and what survives a crash:
+1. every input is checked before any work (plan, suites, schemes);
+2. variants are built into `state/variants/` (reused when finished and unchanged);
+3. each (checkpoint, suite) pair not already in the result store is measured; each finished pair
+   is moved into the store at once (nightly/store.py), so a killed nightly loses at most the pairs
+   in flight and a rerun measures only what is missing;
+4. the result records are gated, the report is written under `reports/<plan>/<nightly id>/`, and
+   the nightly (records, verdict, report) is logged to MLflow once (idempotently, so a rerun makes
+   no duplicate runs), or kept in the outbox when the tracking server cannot be reached (`quantgate
+   sync` uploads it later). History in the report comes from earlier nightlies only.
+With `--shard i/n` only that slice of the matrix is measured and logged; `quantgate report
+--nightly ID` gates and reports the whole once every shard has logged.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.backends.openai import Endpoint
+from harness.evaluate import EvalRequest, backend_settings, evaluate
+from harness.suites.base import SuiteConfig
+from harness.suites.loader import load_suite
+from harness.suites.paths import is_suite_file
+from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.record import ResultRecord, read_record
+from quantgate.gates.evaluate import GateReport
+from quantgate.nightly.build import build_variant, check_schemes
+from quantgate.nightly.matrix import Pair, Shard, matrix, shard_of
+from quantgate.nightly.progress import Progress
+from quantgate.nightly.store import ResultStore, pair_key
+from quantgate.plan import Plan, PlanEndpoint, load_plan
+from quantgate.tracking.nightly_record import default_nightly_id
+
+IN_PROCESS_KINDS = ("latency",)  # suites that need the model in this process (not an endpoint)
+
+
+@dataclass(frozen=True)
+class NightlyRequest:
+    plan_path: Path
+    shard: Shard
+    state: Path  # state dir: variants, results, outbox, embedded MLflow
+    reports: Path  # reports root: <reports>/<plan>/<nightly id>/
+    cache_dir: Path  # baseline cache
+    tracking_uri: str | None = None
+    nightly_id: str | None = None
+    threads: int | None = None
+    workers: int = 1  # quantize workers
+
+
+@dataclass(frozen=True)
+class NightlyOutcome:
+    nightly_id: str
+    results: list[ResultRecord]
+    gates: GateReport | None  # None for a shard of a split nightly
+    report_dir: Path | None
+    tracking_message: str
+    measured: int  # pairs measured now (the rest were reused)
+
+
+def suite_ref(plan_path: Path, suite: str) -> str:
+    """A plan's suite entry for load_suite: a bare name, or a path made relative to the plan file."""
+    if is_suite_file(suite):
+        return str((plan_path.parent / suite).resolve())
+    return suite
+
+
+def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, progress: Progress) -> dict[str, Path]:
+    paths = {plan.baseline_name: plan.model}
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.endpoint is None):
+        start = time.perf_counter()
+        path, reused = build_variant(plan, variant, request.state / "variants", request.workers)
+        paths[plan.checkpoint_name(variant)] = path
+        how = "reused" if reused else f"built in {time.perf_counter() - start:.1f}s"
+        progress.step(f"quantize {variant.name} ({variant.scheme}, {variant.method}): {how}")
+    return paths
+
+
+def _measure(
+    plan: Plan,
+    configs: dict[str, SuiteConfig],
+    pairs: list[Pair],
+    paths: dict[str, Path],
+    request: NightlyRequest,
+    nightly_id: str,
+    progress: Progress,
+) -> tuple[dict[Pair, Path], int]:
+    """The result folder of every pair, measuring those the store does not hold yet."""
+    store = ResultStore(request.state / "results")
+    settings_request = EvalRequest([], [], request.state, request.cache_dir, threads=request.threads)
+    baseline_identity = checkpoint_identity(plan.model)
+    folders: dict[Pair, Path] = {}
+    measured = 0
+    for checkpoint in dict.fromkeys(p.checkpoint for p in pairs):
+        mine = [p for p in pairs if p.checkpoint == checkpoint]
+        endpoint = mine[0].variant.endpoint if mine[0].variant is not None else None
+        if endpoint is not None:
+            # a deployment can change behind its URL: measured once per nightly (resumable within it)
+            identity = f"endpoint:{endpoint.base_url}:{endpoint.model}:{nightly_id}"
+            settings = backend_settings(settings_request, "openai")
+        else:
+            identity = baseline_identity if checkpoint == plan.baseline_name else checkpoint_identity(paths[checkpoint])
+            settings = backend_settings(settings_request)
+        for pair in mine:
+            key = pair_key(identity, baseline_identity, configs[pair.suite], settings)
+            folders[pair] = store.folder(checkpoint, pair.suite, key)
+        todo = [p for p in mine if not store.finished(folders[p])]
+        for pair in mine:
+            if pair not in todo:
+                progress.step(f"eval {pair.label}: reused")
+        if not todo:
+            continue
+        scratch = store.scratch()
+        started = time.perf_counter()
+
+        def adopt(label: str, suite: str, written: Path, todo: list[Pair] = todo) -> None:
+            nonlocal started, measured
+            pair = next(p for p in todo if p.checkpoint == label and configs[p.suite].name == suite)
+            store.adopt(written, folders[pair])
+            measured += 1
+            progress.step(f"eval {pair.label}: measured in {time.perf_counter() - started:.1f}s")
+            started = time.perf_counter()
+
+        is_baseline = checkpoint == plan.baseline_name
+        evaluate(
+            EvalRequest(
+                models=[] if is_baseline or endpoint is not None else [paths[checkpoint]],
+                endpoints=[] if endpoint is None else [_endpoint(plan, endpoint, request.plan_path)],
+                suites=[suite_ref(request.plan_path, p.suite) for p in todo],
+                out=scratch,
+                cache_dir=request.cache_dir,
+                baseline=plan.model,
+                threads=request.threads,
+                write_baseline=is_baseline,  # a variant's run reads the baseline from cache, writes nothing of it
+            ),
+            on_written=adopt,
+        )
+        shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
+        gc.collect()
+    return folders, measured
+
+
+def _endpoint(plan: Plan, endpoint: PlanEndpoint, plan_path: Path) -> Endpoint:
+    tokenizer = (plan_path.parent / endpoint.tokenizer).resolve() if endpoint.tokenizer else plan.model
+    return Endpoint(endpoint.base_url, endpoint.model, tokenizer, endpoint.api_key_env)
+
+
+def run_nightly(request: NightlyRequest) -> NightlyOutcome:
+    from quantgate.finish import finish
+    from quantgate.tracking.store import resolve_store
+
+    plan = load_plan(request.plan_path)
+    configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}  # checked first
+    check_schemes(plan)
+    nightly_id = request.nightly_id or default_nightly_id(plan)
+    pairs = shard_of(matrix(plan), request.shard)
+    in_process_only = [
+        p for p in pairs if p.variant and p.variant.endpoint and configs[p.suite].kind in IN_PROCESS_KINDS
+    ]
+    pairs = [p for p in pairs if p not in in_process_only]
+    builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.endpoint is None})
+    progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))
+    progress.note(
+        f"nightly {nightly_id}: plan {plan.name}, shard {request.shard}, {len(pairs)} (checkpoint, suite) pairs"
+    )
+    for pair in in_process_only:
+        progress.note(f"skip {pair.label}: an endpoint cannot be measured by an in-process suite")
+    try:
+        paths = _checkpoint_paths(plan, pairs, request, progress)
+        folders, measured = _measure(plan, configs, pairs, paths, request, nightly_id, progress)
+        results = [read_record(folders[p]) for p in pairs]
+        finished = finish(
+            plan, results, nightly_id, gate=request.shard.whole, store=resolve_store(request.tracking_uri),
+            reports=request.reports, state=request.state,
+        )  # fmt: skip
+        if finished.report_dir is not None:
+            progress.step(f"report: {finished.report_dir / 'report.html'}")
+        progress.step(finished.delivery.message)
+    finally:
+        progress.close()
+    return NightlyOutcome(
+        nightly_id, results, finished.gates, finished.report_dir, finished.delivery.message, measured
+    )

@@ -1,0 +1,195 @@
+"""Plan file (YAML): what a nightly makes, measures and gates, typed and versioned.
+
+    version: 1
+    name: kimi-k2-tiny-nightly           # one MLflow experiment per plan name
+    model: ../models/kimi-k2-tiny        # the BF16 baseline; relative to this file
+    variants:
+      - {name: w4a16-g128, scheme: w4a16-g128, method: rtn, group: int4}
+      - {name: w2a16-g32, scheme: w2a16-g32, method: rtn, group: stress, canary: true}
+      - name: vendor                     # a deployed endpoint instead of a checkpoint (no scheme/method);
+        group: int4                      # its results folder is the served model name
+        endpoint: {base_url: 'https://api.example.com', model: org/kimi-k2, api_key_env: VENDOR_KEY}
+    suites: [perplexity, latency]
+    gates:
+      - metric: perplexity.perplexity    # <suite>.<metric>, as measured or from the comparison
+        groups: [int4]                   # default: every group
+        min_recovery: 95                 # percent; direction from the Metric
+      - metric: perplexity.kl_mean
+        max_value: 0.05
+      - metric: benchmark.accuracy
+        no_significant_regression: {p_value: benchmark.mcnemar_p, alpha: 0.05}
+
+A canary is a variant that must fail at least one gate: if all its gates pass, the harness has
+lost the sensitivity to catch it and the nightly fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from harness.suites.paths import suite_entry_name
+from quantgate.core.errors import InputError
+from quantgate.core.strict import StrictModel
+from quantgate.core.typed_yaml import load_typed_yaml
+
+THRESHOLD_KINDS = ("min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression")
+
+
+
+
+class PlanEndpoint(StrictModel):
+    """A deployed model measured through the `openai` backend (harness.backends.openai.Endpoint)."""
+
+    base_url: str = Field(min_length=1)  # without /v1
+    model: str = Field(min_length=1)  # served model name
+    api_key_env: str | None = None  # environment variable holding the API key
+    tokenizer: Path | None = None  # its tokenizer folder, relative to the plan; default: the plan's model
+
+
+class PlanVariant(StrictModel):
+    name: str = Field(min_length=1)
+    scheme: str | None = None  # a registered scheme name (quant/schemes.py); not for an endpoint
+    method: Literal["rtn", "gptq"] | None = None
+    endpoint: PlanEndpoint | None = None  # instead of a checkpoint made by the nightly
+    calibration: str | None = None  # calibration set, for methods that use one
+    group: str = Field(min_length=1)
+    canary: bool = False
+    # folder name of its checkpoint, which is what result folders are named after;
+    # default: quant's default output name, "<model folder>-<scheme>-<method>"
+    checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _checkpoint_or_endpoint(self) -> PlanVariant:
+        if self.endpoint is None and (self.scheme is None or self.method is None):
+            raise ValueError(f"variant {self.name!r}: give 'scheme' and 'method', or an 'endpoint'")
+        if self.endpoint is not None and (self.scheme is not None or self.method is not None):
+            raise ValueError(f"variant {self.name!r}: an endpoint variant takes no 'scheme' or 'method'")
+        return self
+
+    @model_validator(mode="after")
+    def _data_free_methods_take_no_calibration(self) -> PlanVariant:
+        if self.method == "rtn" and self.calibration is not None:
+            raise ValueError(f"variant {self.name!r}: method 'rtn' is data-free; remove 'calibration'")
+        return self
+
+
+class SignificanceThreshold(StrictModel):
+    """A regression counts only when it is significant: p < alpha, or an interval of the difference
+    (variant - baseline) that lies wholly on the worse side of zero."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    p_value: str | None = None  # "<suite>.<metric>" holding a p-value (e.g. McNemar's)
+    interval: tuple[str, str] | None = None  # ("<suite>.<low>", "<suite>.<high>") of the difference
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SignificanceThreshold:
+        if (self.p_value is None) == (self.interval is None):
+            raise ValueError("give exactly one of 'p_value' and 'interval'")
+        return self
+
+
+class Gate(StrictModel):
+    metric: str  # "<suite>.<metric>"
+    groups: list[str] | None = None  # None: every group
+    min_recovery: float | None = None  # percent
+    max_difference: float | None = Field(default=None, ge=0)  # largest allowed regression, metric units
+    max_value: float | None = None
+    min_value: float | None = None
+    no_significant_regression: SignificanceThreshold | None = None
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> Gate:
+        if "." not in self.metric:
+            raise ValueError(f"gate metric {self.metric!r}: write it as '<suite>.<metric>'")
+        if not self.thresholds():
+            raise ValueError(
+                f"gate on {self.metric!r} has no threshold; give one of {', '.join(THRESHOLD_KINDS)}"
+            )
+        return self
+
+    @property
+    def suite(self) -> str:
+        return self.metric.split(".", 1)[0]
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.split(".", 1)[1]
+
+    def thresholds(self) -> list[tuple[str, float | SignificanceThreshold]]:
+        return [(kind, getattr(self, kind)) for kind in THRESHOLD_KINDS if getattr(self, kind) is not None]
+
+
+class Plan(StrictModel):
+    version: Literal[1]
+    name: str = Field(min_length=1)
+    model: Path
+    variants: list[PlanVariant] = Field(min_length=1)
+    suites: list[str] = Field(min_length=1)
+    gates: list[Gate] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        names = [v.name for v in self.variants]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"variant names repeat: {', '.join(duplicates)}")
+        groups = sorted({v.group for v in self.variants})
+        for gate in self.gates:
+            if gate.suite not in self.suite_names:
+                raise ValueError(
+                    f"gate on {gate.metric!r}: suite {gate.suite!r} is not in suites {self.suite_names}"
+                )
+            for group in gate.groups or []:
+                if group not in groups:
+                    raise ValueError(f"gate on {gate.metric!r}: unknown group {group!r}; groups: {groups}")
+        return self
+
+    @property
+    def suite_names(self) -> list[str]:
+        """The suites' names: a bare name as it is; a path (a suite file elsewhere) by its file stem."""
+        return [suite_entry_name(s) for s in self.suites]
+
+    @property
+    def baseline_name(self) -> str:
+        return self.model.name
+
+    def variant(self, name: str) -> PlanVariant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise InputError(
+            f"unknown variant {name!r}; the plan's variants: {', '.join(v.name for v in self.variants)}"
+        )
+
+    def checkpoint_name(self, variant: PlanVariant) -> str:
+        """Its results folder's name; an endpoint's is its served model name (as `quantgate eval` names it)."""
+        if variant.endpoint is not None:
+            return variant.checkpoint or variant.endpoint.model.replace("/", "_")
+        return variant.checkpoint or f"{self.model.name}-{variant.scheme}-{variant.method}"
+
+    def gates_for(self, variant: PlanVariant) -> list[Gate]:
+        return [g for g in self.gates if g.groups is None or variant.group in g.groups]
+
+    def digest(self) -> str:
+        """sha256 of the plan as resolved (canonical JSON); names the plan's version in MLflow."""
+        resolved = self.model_dump(mode="json") | {"model": self.model.name}  # the same on every machine
+        canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_plan(path: Path) -> Plan:
+    plan = load_typed_yaml(path, Plan)
+    model = (path.parent / plan.model).resolve()
+    variants = [
+        v.model_copy(update={"endpoint": v.endpoint.model_copy(update={
+            "tokenizer": (path.parent / v.endpoint.tokenizer).resolve() if v.endpoint.tokenizer else model
+        })}) if v.endpoint else v
+        for v in plan.variants
+    ]
+    return plan.model_copy(update={"model": model, "variants": variants})
+
+

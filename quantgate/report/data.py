@@ -1,0 +1,123 @@
+"""What a report shows, gathered once from the plan, the results and the gate report.
+
+Everything the renderers and plots need is here, so they never read files or MLflow themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from quantgate.core.metrics import Metric
+from quantgate.core.record import ResultRecord
+from quantgate.gates.evaluate import GateReport, recovery
+from quantgate.plan import Plan
+
+# The headline numbers of the per-variant table: (suite, metric), shown where measured.
+HEADLINE = (
+    ("perplexity", "perplexity"),
+    ("perplexity", "kl_mean"),
+    ("perplexity", "same_top1"),
+    ("perplexity", "routing_same_experts_mean"),
+    ("benchmark", "tinyk2_mcq/acc"),
+    ("benchmark", "tinyk2_arith/exact_match"),
+    ("toolcall", "task_success"),
+    ("toolcall", "schema_accuracy"),
+    ("toolcall", "trigger_f1"),
+    ("latency", "size_ratio"),
+)
+KL_PERCENTILES = ("kl_median", "kl_p90", "kl_p99", "kl_p99.9", "kl_max")
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    name: str
+    checkpoint: str
+    scheme: str
+    group: str
+    canary: bool
+    outcome: str  # pass / fail / caught (canary failing a gate) / MISSED (canary passing all) / incomplete
+    checkpoint_bytes: float | None
+    bits_per_weight: float | None
+
+
+@dataclass
+class ReportData:
+    plan: Plan
+    nightly_id: str
+    gates: GateReport
+    results: dict[tuple[str, str], ResultRecord]  # (checkpoint, suite) -> result
+    variants: list[VariantRow]
+    baseline_bytes: float | None
+    tags: dict[str, str] = field(default_factory=dict)
+    changes: object | None = None  # pandas DataFrame of changes vs the previous passing nightly
+    trends: object | None = None  # pandas DataFrame: nightly x (variant, metric)
+    tracking_note: str = ""
+
+    def metric(self, checkpoint: str, suite: str, name: str) -> Metric | None:
+        result = self.results.get((checkpoint, suite))
+        return result.metric(name) if result else None
+
+    def baseline_metric(self, suite: str, name: str) -> Metric | None:
+        return self.metric(self.plan.baseline_name, suite, name)
+
+    def recovery_pct(self, checkpoint: str, suite: str, name: str) -> float | None:
+        value, base = self.metric(checkpoint, suite, name), self.baseline_metric(suite, name)
+        if value is None or base is None:
+            return None
+        ratio = recovery(value, base)
+        return None if ratio is None else float(ratio * 100)
+
+    def by_layer(self, checkpoint: str, name: str) -> dict[int, float]:
+        result = self.results.get((checkpoint, "perplexity"))
+        layers = result.by_layer if result else {}
+        return {int(layer): values[name] for layer, values in layers.items() if name in values}
+
+
+def _size(results: dict[tuple[str, str], ResultRecord], checkpoint: str) -> tuple[float | None, float | None]:
+    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest."""
+    latency = results.get((checkpoint, "latency"))
+    size = latency.metric("checkpoint_bytes") if latency else None
+    bits = latency.metric("bits_per_weight") if latency else None
+    if size is None:
+        manifests = (r.manifest() for (c, _), r in results.items() if c == checkpoint)
+        manifest = next((m for m in manifests if m is not None), None)
+        if manifest:
+            return float(manifest.total_bytes), float(manifest.bits_per_weight.overall)
+        return None, None
+    return size.value, bits.value if bits else None
+
+
+def _outcome(gates: GateReport, name: str, canary: bool) -> str:
+    rows = [r for r in gates.rows if r.variant == name]
+    if any(r.verdict == "missing" for r in rows):
+        return "incomplete"
+    failing = any(r.verdict == "fail" for r in rows)
+    if canary:
+        return "caught" if failing else "MISSED"
+    return "fail" if failing else "pass"
+
+
+def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_id: str) -> ReportData:
+    by_pair = {(r.variant, r.suite): r for r in results}
+    variants = []
+    for variant in plan.variants:
+        checkpoint = plan.checkpoint_name(variant)
+        size, bits = _size(by_pair, checkpoint)
+        variants.append(
+            VariantRow(
+                variant.name, checkpoint, variant.scheme or f"endpoint {variant.endpoint.base_url}", variant.group,
+                variant.canary,
+                _outcome(gates, variant.name, variant.canary), size, bits,
+            )
+        )
+    baseline_bytes, _ = _size(by_pair, plan.baseline_name)
+    return ReportData(plan, nightly_id, gates, by_pair, variants, baseline_bytes)
+
+
+def finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def headline_columns(data: ReportData) -> list[tuple[str, str]]:
+    return [(s, m) for s, m in HEADLINE if any(data.metric(v.checkpoint, s, m) for v in data.variants)]

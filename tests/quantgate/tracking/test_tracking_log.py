@@ -1,0 +1,103 @@
+"""Nightlies logged to a real MLflow server and to the embedded sqlite store: runs, params, metrics,
+tags and artifacts are all there, and logging twice makes no duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from mlflow import MlflowClient
+
+from quantgate.core.record import ResultRecord
+from quantgate.tracking import names
+from quantgate.tracking.log import PARENT_RUN_TAG, log_nightly
+from quantgate.tracking.nightly_record import nightly_record
+from quantgate.tracking.store import TrackingStore, resolve_store
+
+
+def runs_of(client: MlflowClient, experiment_id: str):
+    return client.search_runs([experiment_id], max_results=1000)
+
+
+def test_nightly_is_logged_completely(
+    store: TrackingStore, nightly_results: Callable[..., list[ResultRecord]], make_plan
+):
+    plan = make_plan()
+    record = nightly_record(plan, nightly_results(good_ppl=10.5), "2026-11-29-test", "pass")
+    client = MlflowClient(tracking_uri=store.uri)
+    runs = log_nightly(client, store, record)
+
+    experiment = client.get_experiment_by_name(f"quantgate/{plan.name}")
+    assert experiment.experiment_id == runs.experiment_id
+    parent = client.get_run(runs.parent_run_id)
+    tags = parent.data.tags
+    assert tags[names.TAG_KIND] == "nightly" and tags[names.TAG_NIGHTLY] == "2026-11-29-test"
+    assert tags[names.TAG_PLAN_HASH] == plan.digest() and tags[names.TAG_VERDICT] == "pass"
+    for key in (names.TAG_GIT, names.TAG_DATE, names.TAG_VERSION, names.TAG_HARDWARE):
+        assert tags[key]
+    assert [a.path for a in client.list_artifacts(runs.parent_run_id)] == ["plan.json"]
+
+    children = {
+        r.data.tags[names.TAG_CHECKPOINT]: r
+        for r in runs_of(client, runs.experiment_id)
+        if r.data.tags.get(PARENT_RUN_TAG) == runs.parent_run_id
+    }
+    assert set(children) == {"tiny", "tiny-w4a16-g128-rtn", "tiny-w2a16-g32-rtn"}
+    assert children["tiny"].data.tags[names.TAG_BASELINE] == "true"
+    assert children["tiny-w2a16-g32-rtn"].data.tags[names.TAG_CANARY] == "true"
+
+    good = children["tiny-w4a16-g128-rtn"]
+    assert good.data.tags[names.TAG_BASELINE] == "false" and good.data.tags[names.TAG_VARIANT] == "good"
+    assert good.data.params == {
+        "scheme": "w4a16-g128",
+        "method": "rtn",
+        "calibration": "none",
+        "group": "int4",
+        "suite.perplexity.version": "1",
+        "suite.benchmark.version": "1",
+    }
+    metrics = good.data.metrics
+    assert metrics["perplexity.perplexity"] == 10.5
+    assert metrics["perplexity.perplexity.stderr"] == 0.05
+    assert metrics["perplexity.perplexity.delta"] == pytest.approx(0.5)
+    assert metrics["perplexity.perplexity.recovery_pct"] == pytest.approx(100 * 10 / 10.5)
+    assert metrics["benchmark.acc.recovery_pct"] == pytest.approx(100 * 0.79 / 0.8)
+    assert metrics["benchmark.pass_2"] == 0.7  # "pass^2": MLflow takes no "^" in a key
+    assert metrics["perplexity.kl_mean"] == 0.02 and metrics["benchmark.acc_mcnemar_p"] == 0.4
+    assert good.data.tags[names.direction_tag("perplexity.perplexity")] == "lower"
+    assert good.data.tags[names.direction_tag("benchmark.acc")] == "higher"
+    assert good.data.tags[names.suite_logged_tag("benchmark")] == "true"
+    assert "perplexity.perplexity.delta" not in children["tiny"].data.metrics
+    logged = {a.path for a in client.list_artifacts(good.info.run_id, "suites/perplexity")}
+    assert logged == {"suites/perplexity/summary.json", "suites/perplexity/samples.jsonl"}
+    samples = client.download_artifacts(good.info.run_id, "suites/perplexity/samples.jsonl")
+    assert open(samples).read().count("\n") == 2
+
+
+def test_logging_twice_makes_no_duplicates(
+    store: TrackingStore, nightly_results: Callable[..., list[ResultRecord]], make_plan
+):
+    record = nightly_record(make_plan(), nightly_results(), "nightly-twice")
+    client = MlflowClient(tracking_uri=store.uri)
+    first = log_nightly(client, store, record)
+    again = log_nightly(client, store, record)
+    assert first.suites_logged == 6 and again.suites_logged == 0
+    assert (again.parent_run_id, again.child_run_ids) == (first.parent_run_id, first.child_run_ids)
+    assert len(runs_of(client, first.experiment_id)) == 4  # one parent, three children
+    child = first.child_run_ids["tiny-w4a16-g128-rtn"]
+    assert len(client.get_metric_history(child, "perplexity.perplexity")) == 1
+
+
+def test_tracking_uri_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    monkeypatch.setenv("QUANTGATE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    default = resolve_store()
+    assert default.uri == f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+    assert default.artifact_root == tmp_path / "state" / "mlartifacts"
+    import os
+
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert resolve_store().uri == "http://tracking.example:5000" and resolve_store().is_remote
+    assert resolve_store("http://127.0.0.1:1").uri == "http://127.0.0.1:1"
