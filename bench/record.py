@@ -3,9 +3,12 @@
 Measured figures are never typed into the docs by hand: a bench script run with `--record` writes
 them here, with the conditions they were measured under, and the docs link to the file.
 
-    recording = start_recording("quantize_throughput")   # right after parsing arguments
-    ...                                                   # measure
-    recording.write([Table("runs", ("tool", "wall s"), rows)], data=results, notes=["..."])
+    add_record_argument(parser)  # --record [DIR]
+    args = parser.parse_args()
+    recording = start_recording("quantize_throughput", args.record) if args.record else None
+    ...  # measure
+    if recording:
+        recording.write([Table("runs", ("tool", "wall s"), rows)], data=results, notes=["..."])
 
 The header says when (UTC), on what machine (CPU model, nproc, memory), under what load (the
 1-minute load average at the start and at the end), by which exact command and at which git
@@ -18,6 +21,7 @@ Standard library only: a bench script imports this before torch.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -31,7 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_DIR = ROOT / "docs" / "benchmarks"
-RECORD_HELP = "also write the results to docs/benchmarks/<name>.md and .json (date, machine, load, command)"
 
 Cell = str | int | float | bool | None
 
@@ -219,8 +222,22 @@ def tables_markdown(tables: Sequence[Table], notes: Sequence[str] = ()) -> str:
     return "\n".join(parts)
 
 
-def start_recording(name: str, argv: Sequence[str] | None = None, out_dir: Path | None = None) -> Recording:
-    """Call right after parsing arguments: notes the time, the load and the command line."""
+def add_record_argument(parser: argparse.ArgumentParser) -> None:
+    """`--record` writes docs/benchmarks/<name>.md and .json; `--record DIR` writes them into DIR."""
+    parser.add_argument(
+        "--record",
+        nargs="?",
+        type=Path,
+        const=BENCHMARKS_DIR,
+        default=None,
+        metavar="DIR",
+        help="also write the results as DIR/<name>.md and .json with date, machine, load and command "
+        "(default DIR: docs/benchmarks)",
+    )
+
+
+def start_recording(name: str, out_dir: Path | None = None, argv: Sequence[str] | None = None) -> Recording:
+    """Call right after parsing arguments: notes the time, the load and the command line (sys.argv)."""
     command = shlex.join([sys.executable, *(sys.argv if argv is None else argv)])
     return Recording(
         name=name,
