@@ -38,7 +38,7 @@ EXPECTED_TABLES = """## runs
 
 
 def _record(out_dir: Path, data: object = None) -> Path:
-    return start_recording("demo", ARGV, out_dir).write(TABLES, data=data, notes=["load 0.8 at start"])
+    return start_recording("demo", out_dir, argv=ARGV).write(TABLES, data=data, notes=["load 0.8 at start"])
 
 
 def test_header_has_date_machine_load_command_and_revision(tmp_path: Path) -> None:
