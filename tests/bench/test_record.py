@@ -100,3 +100,20 @@ def test_unencodable_data_writes_nothing(tmp_path: Path) -> None:
 def test_a_row_of_the_wrong_width_is_refused() -> None:
     with pytest.raises(ValueError, match="table 'runs': row 1 has 1 cells, 2 columns"):
         Table("runs", ("tool", "wall s"), [("quantgate", 1.0), ("peer",)])
+
+
+def test_a_bench_script_records_its_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/quantize_throughput.py --record DIR at a tiny size, quantgate only: the measured run lands in DIR."""
+    from quantize_throughput import main as throughput_main
+
+    argv = ["--size-gb", "0.02", "--shard-gb", "0.01", "--workers", "1", "--skip-peer"]
+    argv += ["--schemes", "kimi-k2-thinking-int4", "--workdir", str(tmp_path / "work"), "--record", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", ["bench/quantize_throughput.py", *argv])
+    assert throughput_main(argv) == 0
+    markdown = (tmp_path / "quantize_throughput.md").read_text()
+    document = json.loads((tmp_path / "quantize_throughput.json").read_text())
+    run = document["data"]["schemes"][0]["runs"]["quantgate"]
+    assert document["header"]["command"].endswith("bench/quantize_throughput.py " + " ".join(argv))
+    assert f"| kimi-k2-thinking-int4 | quantgate | {run['wall_s']:.1f} | {run['sync_s']:.1f} |" in markdown
+    assert "| kimi-k2-thinking-int4 | peak RSS / shard size |" in markdown
+    assert "## ratios" in markdown and "start-up (interpreter + imports, cold page cache): quantgate" in markdown
