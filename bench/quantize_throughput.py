@@ -372,7 +372,9 @@ def record_tables(results: dict) -> tuple[list[Table], list[str]]:
                 else:
                     ratio_rows.append((result["scheme"], label, f"{r:.2f}", "", None))
     columns = ("scheme", "tool", "wall s", "+ sync s", "input GB/s", "peak RSS GB", "anon GB", "output GB", "outputs")
-    reads = ", ".join(f"{r['gb_per_s']:.2f} GB/s ({r['streams']} streams)" for r in disk["reads"])
+    reads = ", ".join(
+        f"{r['gb_per_s']:.2f} GB/s ({r['streams']} stream{'s' * (r['streams'] > 1)})" for r in disk["reads"]
+    )
     notes = [
         f"synthetic checkpoint: {source['bytes'] / GB:.2f} GB BF16 in {source['shards']} shards of <= "
         f"{results['args']['shard_gb']:g} GB, {source['tensors']} tensors; workers {results['args']['workers']}",

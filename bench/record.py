@@ -211,7 +211,7 @@ def render(header: dict, tables: Sequence[Table], notes: Sequence[str] = ()) -> 
         f"| git revision | {header['git_revision']} |",
         "",
     ]
-    return "\n".join(lines) + tables_markdown(tables, notes)
+    return "\n".join(lines) + "\n" + tables_markdown(tables, notes)
 
 
 def tables_markdown(tables: Sequence[Table], notes: Sequence[str] = ()) -> str:

@@ -61,7 +61,7 @@ def test_header_has_date_machine_load_command_and_revision(tmp_path: Path) -> No
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert header["git_revision"].startswith(head.strip()) and len(head.strip()) == 40
     assert f"| git revision | {header['git_revision']} |" in markdown
-    assert markdown.endswith(EXPECTED_TABLES)
+    assert markdown.endswith("|\n\n" + EXPECTED_TABLES)  # a blank line after the header's table
     assert document["tables"][0] == {
         "title": "runs",
         "columns": ["tool", "wall s", "peak RSS GB", "outputs"],
