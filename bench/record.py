@@ -55,7 +55,8 @@ class Table:
                 raise ValueError(f"table {self.title!r}: row {i} has {len(row)} cells, {len(self.columns)} columns")
 
     def markdown(self) -> str:
-        right = [all(_numeric(row[i]) for row in self.rows if row[i] is not None) for i in range(len(self.columns))]
+        filled = [[row[i] for row in self.rows if row[i] not in (None, "")] for i in range(len(self.columns))]
+        right = [all(_numeric(cell) for cell in column) for column in filled]
         lines = [
             f"## {self.title}",
             "",
@@ -83,7 +84,7 @@ def format_cell(value: Cell) -> str:
 
 
 def _numeric(value: Cell) -> bool:
-    """Right-align a column whose cells are all numbers (or numbers given as text)."""
+    """Right-align a column whose filled cells are all numbers (or numbers given as text)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int | float):
