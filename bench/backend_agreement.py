@@ -5,7 +5,7 @@ the endpoint's next-token distributions from hf's (top-k + tail) and same top-1;
 arithmetic scores per sample (target: the same); tool-call decisions per step in raw mode (harness parser)
 and chat mode (server-side parsing) (target: the same on >= 95 % of steps).
 
-    python bench/backend_agreement.py [--base-url URL] [--documents N] [--limit N] [--scenarios N]
+    python bench/backend_agreement.py [--base-url URL] [--documents N] [--limit N] [--scenarios N] [--record [DIR]]
 
 Without --base-url it starts vLLM CPU itself (bench/setup_vllm_cpu_venv.sh's venv), float32 like hf.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import Table, add_record_argument, start_recording  # noqa: E402
 from harness.backends.hf import HFBackend  # noqa: E402
 from harness.backends.openai import Endpoint, OpenAIBackend  # noqa: E402
 from harness.suites.base import Measurement, suite_kind  # noqa: E402
@@ -111,6 +112,31 @@ def compare(hf: HFBackend, endpoint: OpenAIBackend, raw: OpenAIBackend, args: ar
     return report
 
 
+def record_tables(report: dict) -> list[Table]:
+    """The agreement report as Markdown tables: perplexity and KL, benchmark scores, tool-call decisions, time."""
+    ppl, bench = report["perplexity"], report["benchmark"]
+    perplexity = Table(
+        f"perplexity, {ppl['tokens']:.0f} tokens; KL over {ppl['kl_over']}",
+        ("hf", "openai", "difference %", "target", "KL mean (nats)", "KL max", "same top-1 %"),
+        [(f"{ppl['hf']:.6f}", f"{ppl['openai']:.6f}", f"{ppl['relative_difference_pct']:+.2e}", "within 0.5 %",
+          f"{ppl['kl_mean']:.2e}", f"{ppl['kl_max']:.2e}", f"{ppl['same_top1_pct']:.2f}")],
+    )  # fmt: skip
+    scores = Table(
+        f"benchmark: same per-sample correctness {bench['same_correctness']}/{bench['samples']} (target: all)",
+        ("metric", "hf", "openai"),
+        [(name, f"{value:.4f}", f"{bench['scores_openai'].get(name, float('nan')):.4f}")
+         for name, value in sorted(bench["scores_hf"].items())],
+    )  # fmt: skip
+    toolcall = Table(
+        "tool-call decisions against hf, per step (target >= 95 %)",
+        ("mode", "same decision", "steps", "agreement %", "task success hf", "task success endpoint"),
+        [(mode, row["same_decision_steps"], row["steps"], f"{row['agreement_pct']:.1f}",
+          row["task_success"]["hf"], row["task_success"][mode]) for mode, row in report["toolcall"].items()],
+    )  # fmt: skip
+    timings = Table("wall time", ("step", "s"), [(k, f"{v:.1f}") for k, v in sorted(report["timings_s"].items())])
+    return [perplexity, scores, toolcall, timings]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", help="a running server serving the bundled model (default: start vLLM CPU)")
@@ -119,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="benchmark documents per task (default: all)")
     parser.add_argument("--scenarios", type=int, default=None, help="tool-call scenarios (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    recording = start_recording("backend_agreement", args.record) if args.record else None
     hf = HFBackend(MODEL, dtype="float32", threads=args.threads, batch_size=64)
     with tempfile.TemporaryDirectory() as tmp:
         server = None
@@ -151,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             f"toolcall {mode}: same decision on {row['same_decision_steps']}/{row['steps']} steps "
             f"({row['agreement_pct']:.1f} %, >= 95 %: {row['agreement_pct'] >= 95}); success {row['task_success']}"
         )
+    if recording:
+        recording.write(record_tables(report), data=report)
     return 0
 
 

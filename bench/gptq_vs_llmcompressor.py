@@ -8,7 +8,7 @@ for reference) are then scored here on held-out text the calibration did not see
 (suites/data/tinyk2/heldout_text.jsonl rows 100..199): perplexity and mean KL against BF16.
 
     ~/.cache/quantgate/tox/test/bin/python bench/gptq_vs_llmcompressor.py [--scheme kimi-k2-thinking-int4]
-        [--samples 64] [--length 256] [--threads 1] [--json reports/gptq_vs_llmcompressor.json]
+        [--samples 64] [--length 256] [--threads 1] [--json reports/gptq_vs_llmcompressor.json] [--record [DIR]]
 
 Targets (issue 4): perplexity no worse than llm-compressor's, wall time no longer.
 """
@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from gptq_heldout import kl_mean, perplexity, score  # noqa: E402
 
 from bench.measure import run_measured  # noqa: E402
+from bench.record import Table, add_record_argument, start_recording  # noqa: E402
 from quant.build import QuantizeRequest, quantize  # noqa: E402
 from quant.gptq.calibration import build_calibration  # noqa: E402
 from quant.gptq.run import gptq_scheme  # noqa: E402
@@ -46,6 +47,26 @@ def _peer_python() -> Path:
     raise SystemExit("llm-compressor venv missing: run bench/setup_llmcompressor_venv.sh")
 
 
+def record_tables(args: argparse.Namespace, rows: dict, calibration_sha256: str) -> tuple[list[Table], list[str]]:
+    """The printed table as Markdown, and the ratios as notes."""
+    title = (
+        f"{args.scheme}, calibration {args.samples} x {args.length} tokens (sha256 {calibration_sha256[:12]}), "
+        f"threads {args.threads}, calibrate_all_experts {args.calibrate_all_experts}"
+    )
+    formats = {"wall_s": ".1f", "peak_rss_mb": ".0f", "perplexity": ".4f", "kl_mean": ".5f"}
+    table_rows = [
+        (name, *(format(row[k], f) if k in row else None for k, f in formats.items())) for name, row in rows.items()
+    ]
+    table = Table(title, ("", "wall s", "peak RSS MB", "held-out PPL", "KL vs BF16"), table_rows)
+    notes = [f"{name}: error {row['error'][:200]!r}" for name, row in rows.items() if "error" in row]
+    ours, peer = rows["quantgate"], rows["llmcompressor"]
+    if "perplexity" in ours and "perplexity" in peer:
+        ratio = ours["perplexity"] / peer["perplexity"]
+        notes.append(f"perplexity quantgate/llm-compressor: {ratio:.4f} (target <= 1)")
+    notes.append(f"wall time quantgate/llm-compressor: {ours['wall_s'] / peer['wall_s']:.3f} (target <= 1)")
+    return [table], notes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models/kimi-k2-tiny")
@@ -56,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate-all-experts", action="store_true", help="both tools (llm-compressor's default)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    recording = start_recording("gptq_vs_llmcompressor", args.record) if args.record else None
 
     torch.set_num_threads(args.threads)  # the scoring here too: oversubscribed threads crawl on a shared CPU
     work = Path(tempfile.mkdtemp(prefix="gptq-bench-", dir=args.workdir))
@@ -126,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         result = {"rows": rows, "peer": peer_json, "calibration": calibration.model_dump(), "load": load,
                   "runs": {k: v.as_dict() for k, v in runs.items()}}  # fmt: skip
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if recording:
+        data = {"rows": rows, "peer": peer_json, "runs": {k: v.as_dict() for k, v in runs.items()}}
+        recording.write(*record_tables(args, rows, calibration.sha256), data=data)
     return 0
 
 

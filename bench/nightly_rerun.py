@@ -1,6 +1,6 @@
 """A second nightly with nothing changed, against the first: the resume/reuse benchmark.
 
-    ~/.cache/quantgate/tox/test/bin/python bench/nightly_rerun.py [--plan plans/nightly.yaml] [--keep]
+    python bench/nightly_rerun.py [--plan plans/nightly.yaml] [--keep] [--record]
 
 Both run `quantgate nightly` as a user would (a fresh process each), in one fresh state directory
 and baseline cache, with the embedded MLflow store: the first builds every variant and measures
@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from record import Table, add_record_argument, start_recording
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,7 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plan", type=Path, default=ROOT / "plans" / "nightly.yaml")
     parser.add_argument("--keep", action="store_true", help="keep the state directory (printed)")
+    add_record_argument(parser)
     args = parser.parse_args()
+    recording = start_recording("nightly_rerun", args.record) if args.record else None
     work = Path(tempfile.mkdtemp(prefix="quantgate-rerun-"))
     env = os.environ | {
         "QUANTGATE_STATE_DIR": str(work / "state"),
@@ -55,6 +59,17 @@ def main() -> None:
     print(f"first nightly (builds, measures, logs, reports): {first:8.1f} s")
     print(f"second nightly, nothing changed (reuses):       {second:8.1f} s")
     print(f"ratio second / first: {second / first:.3f} (target <= 0.10)")
+    if recording:
+        verdicts = (out_first.strip().splitlines()[-1], out_second.strip().splitlines()[-1])
+        rows = [
+            ("first nightly (builds, measures, logs, reports)", f"{first:.1f}", verdicts[0]),
+            ("second nightly, nothing changed (reuses)", f"{second:.1f}", verdicts[1]),
+            ("ratio second / first (target <= 0.10)", f"{second / first:.3f}", ""),
+        ]
+        title = f"plan {args.plan.name}, fresh state directory and baseline cache"
+        table = Table(title, ("run", "wall s", "last line"), rows)
+        data = {"plan": str(args.plan), "first_s": first, "second_s": second, "last_lines": verdicts}
+        recording.write([table], data=data)
     if args.keep:
         print(f"kept: {work}")
     else:

@@ -1,6 +1,6 @@
 """Harness perplexity + KL + routing against lm-eval's rolling perplexity, on one loaded model.
 
-    .venv/bin/python bench/perplexity_vs_lmeval.py [--model DIR] [--suite perplexity] [--repeats 3]
+    python bench/perplexity_vs_lmeval.py [--model DIR] [--suite perplexity] [--repeats 3] [--record [DIR]]
 
 Both sides score the same documents with the same windows (the suite's context_length, stride ==
 context_length) on the same in-memory model, batch 8, longest windows first. Timed per side: the
@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
+from bench.record import Table, add_record_argument, start_recording  # noqa: E402
 from harness.backends.hf import HFBackend  # noqa: E402
 from harness.suites.loader import load_suite  # noqa: E402
 from harness.suites.perplexity import KIND, read_documents  # noqa: E402
@@ -55,7 +56,9 @@ def main() -> int:
     parser.add_argument("--suite", default="perplexity")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    add_record_argument(parser)
     args = parser.parse_args()
+    recording = start_recording("perplexity_vs_lmeval", args.record) if args.record else None
 
     config = load_suite(args.suite)
     if config.stride != config.context_length:
@@ -83,18 +86,31 @@ def main() -> int:
     harness_ppl = {m.name: m.value for m in measurement.metrics}["perplexity"]
     lm_eval_ppl = math.exp(-sum(loglikelihoods) / tokens)
     agree = abs(harness_ppl / lm_eval_ppl - 1) < 1e-3
-    print(
-        f"conditions: {args.model.name}, {len(documents)} documents, {tokens} tokens, "
+    conditions = (
+        f"{args.model.name}, {len(documents)} documents, {tokens} tokens, "
         f"context {config.context_length}, batch 8, {backend.device}, {backend.dtype}, "
         f"{torch.get_num_threads()} threads, median of {args.repeats} after 1 warm-up, "
         f"top_k {config.top_k}"
     )
+    print(f"conditions: {conditions}")
     print(f"lm-eval loglikelihood_rolling: {tokens / lm_eval_s:10.1f} tokens/s  perplexity {lm_eval_ppl:.6f}")
     print(f"harness ppl+KL+routing:        {tokens / harness_s:10.1f} tokens/s  perplexity {harness_ppl:.6f}")
     print(
         f"ratio harness/lm-eval: {lm_eval_s / harness_s:.2f}x; perplexities agree within 0.1 %: {agree} "
         f"(relative difference {harness_ppl / lm_eval_ppl - 1:+.2e})"
     )
+    if recording:
+        rows = [
+            ("lm-eval loglikelihood_rolling", f"{tokens / lm_eval_s:.1f}", f"{lm_eval_ppl:.6f}"),
+            ("harness perplexity + KL + routing", f"{tokens / harness_s:.1f}", f"{harness_ppl:.6f}"),
+        ]
+        notes = [
+            f"ratio harness / lm-eval: {lm_eval_s / harness_s:.2f}x",
+            f"perplexities agree within 0.1 %: {agree} (relative difference {harness_ppl / lm_eval_ppl - 1:+.2e})",
+        ]
+        data = {"conditions": conditions, "tokens": tokens, "lm_eval_s": lm_eval_s, "harness_s": harness_s,
+                "lm_eval_perplexity": lm_eval_ppl, "harness_perplexity": harness_ppl}  # fmt: skip
+        recording.write([Table(conditions, ("side", "tokens/s", "perplexity"), rows)], data=data, notes=notes)
     return 0 if agree else 1
 
 

@@ -11,7 +11,7 @@ Everything is measured end to end; nothing is subtracted.
   marginal throughput quantgate / llm-compressor = peer's extra s per GB / quantgate's extra s per GB
   marginal throughput quantgate / disk limit     = the limit's extra s per GB / quantgate's
 
-Usage: .venv/bin/python bench/quantize_marginal.py [--sizes-gb 4.2,8.4] [--json PATH]
+Usage: python bench/quantize_marginal.py [--sizes-gb 4.2,8.4] [--json PATH] [--record [DIR]]
            [any other bench/quantize_throughput.py option but --size-gb and --json]
 """
 
@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import quantize_throughput
+from record import Table, add_record_argument, start_recording
 
 GB = 1e9
 
@@ -67,11 +68,39 @@ def print_slopes(found: dict, sizes: list[float]) -> None:
         print(f"  marginal quantgate / disk limit       {value:6.2f}  (target >= 0.5: {verdict})")
 
 
+def record_tables(runs: list[dict], found: dict, sizes: list[float]) -> list[Table]:
+    """Durable seconds at each size and the slopes, per scheme and tool, as Markdown tables."""
+    gb = [f"{run['source']['bytes'] / GB:.2f} GB" for run in runs]
+    by_scheme = [{s["scheme"]: s for s in run["schemes"]} for run in runs]
+    rows = []
+    for scheme, entry in found.items():
+        for tool, per_gb in entry["s_per_extra_gb"].items():
+            if tool == "disk limit":
+                at = [run[scheme]["ratios"]["io_limit_s"] for run in by_scheme]
+            else:
+                at = [run[scheme]["runs"][tool]["durable_s"] for run in by_scheme]
+            rows.append((scheme, tool, f"{at[0]:.1f}", f"{at[1]:.1f}", f"{per_gb:.2f}"))
+    ratios = []
+    for scheme, entry in found.items():
+        if "speedup_vs_llmcompressor" in entry:
+            ratios.append((scheme, "marginal quantgate / llm-compressor", f"{entry['speedup_vs_llmcompressor']:.2f}",
+                           f">= {quantize_throughput.MIN_SPEEDUP_VS_PEER:g}"))  # fmt: skip
+        ratios.append((scheme, "marginal quantgate / disk limit", f"{entry['fraction_of_io_limit']:.2f}",
+                       f">= {quantize_throughput.MIN_FRACTION_OF_IO_LIMIT:g}"))  # fmt: skip
+    columns = ("scheme", "tool", f"durable s at {gb[0]}", f"durable s at {gb[1]}", "s per extra GB")
+    return [
+        Table(f"durable seconds, {sizes[0]:g} GB -> {sizes[1]:g} GB requested", columns, rows),
+        Table("marginal ratios", ("scheme", "ratio", "value", "target"), ratios),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
     parser.add_argument("--sizes-gb", default="4.2,8.4", help="two checkpoint sizes, GB (default 4.2,8.4)")
     parser.add_argument("--json", type=Path, help="write both runs and the slopes here")
+    add_record_argument(parser)
     args, rest = parser.parse_known_args(argv)
+    recording = start_recording("quantize_marginal", args.record) if args.record else None
     sizes = [float(s) for s in args.sizes_gb.split(",")]
     if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
         parser.error("--sizes-gb: two sizes, the first smaller")
@@ -89,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"sizes_gb": sizes, "runs": runs, "marginal": found}, indent=2) + "\n")
         print(f"\nresults: {args.json}")
+    if recording:
+        recording.write(record_tables(runs, found, sizes), data={"sizes_gb": sizes, "runs": runs, "marginal": found})
     return 0
 
 

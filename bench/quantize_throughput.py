@@ -25,7 +25,7 @@ ignore list plus the router and the embeddings: on disk llm-compressor cannot te
 weights from a Linear's, and quantgate never quantizes them.
 
 Usage: .venv/bin/python bench/quantize_throughput.py [--size-gb 4.2] [--shard-gb 1] [--workers 2]
-           [--schemes kimi-k2-thinking-int4,fp8-block] [--skip-peer] [--keep] [--json PATH]
+           [--schemes kimi-k2-thinking-int4,fp8-block] [--skip-peer] [--keep] [--json PATH] [--record]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pathlib import Path
 from compare_checkpoints import compare_checkpoints
 from make_synthetic_moe import make_checkpoint
 from measure import cold_read, cold_start, drop_page_cache, fsync_write, run_measured
+from record import Table, add_record_argument, start_recording
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -83,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-peer", action="store_true", help="do not run llm-compressor")
     parser.add_argument("--peer-venv", type=Path, default=PEER_VENV, help="llm-compressor venv")
     parser.add_argument("--json", type=Path, help="write the results here")
+    add_record_argument(parser)
     args = parser.parse_args(argv)
     args.schemes = [s for s in args.schemes.split(",") if s]
     if not args.schemes:
@@ -337,8 +339,56 @@ def print_report(results: dict) -> None:
             )
 
 
+def record_tables(results: dict) -> tuple[list[Table], list[str]]:
+    """The printed report as Markdown tables (for bench/record.py), and its conditions as notes."""
+    source, disk = results["source"], results["disk"]
+    runs, ratio_rows = [], []
+    for result in results["schemes"]:
+        summary = result.get("comparison", {}).get("summary", "not compared")
+        for tool, run in result["runs"].items():
+            if "error" in run:
+                failed = f"failed (exit {run['returncode']})"
+                runs.append((result["scheme"], tool, None, None, None, None, None, None, failed))
+                continue
+            runs.append((
+                result["scheme"], tool, f"{run['wall_s']:.1f}", f"{run['sync_s']:.1f}", f"{run['input_gb_per_s']:.3f}",
+                f"{run['peak_rss_bytes'] / GB:.2f}", f"{run['peak_tree_anon_bytes'] / GB:.2f}",
+                f"{run['output_bytes'] / GB:.2f}", summary if tool == "quantgate" else "",
+            ))  # fmt: skip
+        found = result.get("ratios") or {}
+        for key, label in (
+            ("speedup_vs_llmcompressor", "throughput quantgate / llm-compressor"),
+            ("fraction_of_io_limit", "throughput quantgate / disk limit"),
+            ("peak_rss_per_shard", "peak RSS / shard size"),
+            ("peak_rss_per_model", "peak RSS / model size"),
+            ("speedup_vs_llmcompressor_after_startup", "after start-up: quantgate / llm-compressor"),
+            ("fraction_of_io_limit_after_startup", "after start-up: quantgate / disk limit"),
+        ):
+            if key in found:
+                r = found[key]
+                if isinstance(r, dict):
+                    target = f"{'>=' if r['better'] == 'higher' else '<='} {r['target']:g}"
+                    ratio_rows.append((result["scheme"], label, f"{r['value']:.2f}", target, r["meets"]))
+                else:
+                    ratio_rows.append((result["scheme"], label, f"{r:.2f}", "", None))
+    columns = ("scheme", "tool", "wall s", "+ sync s", "input GB/s", "peak RSS GB", "anon GB", "output GB", "outputs")
+    reads = ", ".join(
+        f"{r['gb_per_s']:.2f} GB/s ({r['streams']} stream{'s' * (r['streams'] > 1)})" for r in disk["reads"]
+    )
+    notes = [
+        f"synthetic checkpoint: {source['bytes'] / GB:.2f} GB BF16 in {source['shards']} shards of <= "
+        f"{results['args']['shard_gb']:g} GB, {source['tensors']} tensors; workers {results['args']['workers']}",
+        f"disk: cold read {reads}; fsync'd write {disk['write_gb_per_s']:.2f} GB/s",
+        "start-up (interpreter + imports, cold page cache): "
+        + ", ".join(f"{tool} {seconds:.1f} s" for tool, seconds in results["startup"].items()),
+    ]
+    ratios_table = Table("ratios", ("scheme", "ratio", "value", "target", "meets"), ratio_rows)
+    return [Table("runs", columns, runs), ratios_table], notes
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    recording = start_recording("quantize_throughput", args.record) if args.record else None
     sys.path.insert(0, str(REPO))  # quant/ for the schemes (installed editable too)
     peer_python = None if args.skip_peer else ensure_peer_venv(args.peer_venv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -378,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"\nresults: {args.json}")
+    if recording:
+        tables, notes = record_tables(results)
+        recording.write(tables, data=results, notes=notes)
     failed = any("error" in run for r in results["schemes"] for run in r["runs"].values())
     return 1 if failed else 0
 

@@ -200,6 +200,7 @@ def test_marginal_throughput_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
     out = tmp_path / "marginal.json"
     argv = ["--sizes-gb", "0.02,0.04", "--json", str(out), "--skip-peer", "--schemes", "kimi-k2-thinking-int4"]
+    argv += ["--record", str(tmp_path / "recorded")]
     assert marginal_main([*argv, "--shard-gb", "0.01", "--workers", "1", "--workdir", str(tmp_path)]) == 0
     found = json.loads(out.read_text())
     small, large = found["runs"]
@@ -211,3 +212,6 @@ def test_marginal_throughput_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert "speedup_vs_llmcompressor" not in entry  # no peer ran
     assert "marginal quantgate / disk limit" in capsys.readouterr().out
     assert not list(tmp_path.glob("quantgate-bench-*"))  # temporary checkpoints removed
+    recorded = (tmp_path / "recorded" / "quantize_marginal.md").read_text()
+    cells = (run_a["durable_s"], run_b["durable_s"], entry["s_per_extra_gb"]["quantgate"])
+    assert "| kimi-k2-thinking-int4 | quantgate | {:.1f} | {:.1f} | {:.2f} |".format(*cells) in recorded

@@ -1,7 +1,7 @@
 """The w2 stress variant against the 4-bit one, on the suites other than perplexity (which has its own test
 in test_perplexity.py), with the metrics that show the damage on the bundled model.
 
-Measured on the full held-out sets (README, "Tool calling and benchmarks"): multiple-choice accuracy does
+Measured on the full held-out sets (docs/suites-and-metrics.md, benchmark): multiple-choice accuracy does
 not separate them (w2 0.733, int4 0.725, BF16 0.733) but w2 flips 16 of 120 answers against BF16 (8 lost,
 8 gained) where int4 flips 1; on tool calling w2 drops a tool call on one first turn of 60 (trigger F1 0.989
 against BF16, int4 1.0). Latency is not a "worse" measure for a smaller checkpoint: w2 is smaller than int4.
