@@ -15,7 +15,7 @@ from safetensors import safe_open
 from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME
 from quantgate.core.errors import InputError
 from quantgate.core.manifest import load_manifest
-from quantgate.core.moe import group_of
+from quantgate.core.families import group_of
 
 DTYPE_BITS = {
     "BF16": 16,

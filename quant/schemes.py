@@ -24,7 +24,7 @@ from pydantic import field_validator
 from torch.nn import Linear
 
 from quantgate.core.errors import InputError
-from quantgate.core.moe import ATTENTION, DENSE_MLP, LM_HEAD, MOE_GROUPS, SHARED_EXPERTS
+from quantgate.core.families import ATTENTION, DENSE_MLP, LM_HEAD, MOE_GROUPS, SHARED_EXPERTS
 from quantgate.core.strict import StrictModel
 
 SCHEME_VERSION = 1

@@ -15,7 +15,7 @@ from compressed_tensors.quantization import QuantizationStrategy
 from quant.schemes import LINEAR_TARGET, Scheme
 from quant.source import SourceCheckpoint
 from quantgate.core.errors import InputError
-from quantgate.core.moe import EMBEDDINGS, ROUTER, group_of, matches
+from quantgate.core.families import EMBEDDINGS, ROUTER, group_of, matches
 
 NEVER_QUANTIZED = (ROUTER, EMBEDDINGS)  # 2-D weights of modules that are not nn.Linear
 WEIGHT_SUFFIX = ".weight"

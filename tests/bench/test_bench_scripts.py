@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from quant.schemes import get_scheme
 from quant.select import plan_quantization
 from quant.source import load_source
-from quantgate.core.moe import group_of
+from quantgate.core.families import group_of
 
 SIZE_GB, SHARD_GB = 0.02, 0.005
 EXPERT = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight")

@@ -18,7 +18,7 @@ from torch import nn
 
 from quant.rtn import compress_weight
 from quant.schemes import get_scheme, scheme_names
-from quantgate.core.moe import EMBEDDINGS, ROUTER, matches
+from quantgate.core.families import EMBEDDINGS, ROUTER, matches
 
 BF16_EPS = 2.0**-7
 # The reference rebuilds modules one by one; layers 0-1 hold every MoE group (dense MLP, attention,

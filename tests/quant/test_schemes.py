@@ -10,7 +10,7 @@ from compressed_tensors.quantization import QuantizationConfig, QuantizationSche
 
 from quant.schemes import get_scheme, resolve_patterns, scheme_names
 from quantgate.core.errors import InputError
-from quantgate.core.moe import ATTENTION, LM_HEAD, ROUTED_EXPERTS
+from quantgate.core.families import ATTENTION, LM_HEAD, ROUTED_EXPERTS
 
 MOONSHOT_CONFIG = Path(__file__).resolve().parents[1] / "data" / "kimi_k2_thinking_quantization_config.json"
 

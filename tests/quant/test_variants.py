@@ -8,7 +8,7 @@ from pathlib import Path
 
 from quantgate.cli import main
 from quantgate.core.manifest import load_manifest
-from quantgate.core.moe import ATTENTION, DENSE_MLP, SHARED_EXPERTS
+from quantgate.core.families import ATTENTION, DENSE_MLP, SHARED_EXPERTS
 
 VARIANTS = """\
 version: 1
