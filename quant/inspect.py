@@ -14,8 +14,8 @@ from safetensors import safe_open
 
 from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME
 from quantgate.core.errors import InputError
-from quantgate.core.manifest import load_manifest
 from quantgate.core.families import group_of
+from quantgate.core.manifest import load_manifest
 
 DTYPE_BITS = {
     "BF16": 16,

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from quantgate.cli import main
-from quantgate.core.manifest import load_manifest
 from quantgate.core.families import ATTENTION, DENSE_MLP, SHARED_EXPERTS
+from quantgate.core.manifest import load_manifest
 
 VARIANTS = """\
 version: 1
