@@ -101,16 +101,13 @@ def _throughput_metrics(name: str, tokens: int, seconds: list[float], condition:
 
 def checkpoint_size(model_dir: Path) -> tuple[int, float, str]:
     """(bytes, bits per weight overall, where it came from)."""
-    from quantgate.core.manifest import MANIFEST_NAME, load_manifest
+    from quantgate.core.checkpoint import MANIFEST_NAME, stored_size
+    from quantgate.core.manifest import load_manifest
 
     if (model_dir / MANIFEST_NAME).is_file():
         manifest = load_manifest(model_dir)
         return manifest.total_bytes, manifest.bits_per_weight.overall, MANIFEST_NAME
-    from quant.source import load_source
-
-    source = load_source(model_dir)
-    shard_bytes = sum((model_dir / shard).stat().st_size for shard in source.shards)
-    elements = sum(math.prod(info.shape) for info in source.tensors.values())
+    shard_bytes, elements = stored_size(model_dir)
     return shard_bytes, 8 * shard_bytes / elements, "safetensors shards"
 
 

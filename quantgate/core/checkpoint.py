@@ -7,6 +7,8 @@ other by the sha256 of its config, index and safetensors shards.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 from pathlib import Path
 
@@ -39,3 +41,22 @@ def checkpoint_identity(model_dir: Path) -> str:
     ):
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     return "files:" + digest.hexdigest()
+
+
+def safetensors_header(shard: Path) -> dict:
+    """A safetensors file's JSON header (tensor name -> dtype, shape, offsets), read without its data."""
+    with shard.open("rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        return json.loads(handle.read(size))
+
+
+def stored_size(model_dir: Path) -> tuple[int, int]:
+    """(bytes of the safetensors shards, tensor elements they hold)."""
+    shards = sorted(model_dir.glob("*.safetensors"))
+    elements = sum(
+        math.prod(info["shape"])
+        for shard in shards
+        for name, info in safetensors_header(shard).items()
+        if name != "__metadata__"
+    )
+    return sum(shard.stat().st_size for shard in shards), elements
