@@ -9,9 +9,12 @@ Model output is data: it is parsed and validated, and only declared tools with s
 reach the environment, through its handler table. Nothing is ever executed as code, and no model output
 raises: malformed turns, unknown tools and invalid arguments are recorded and scored.
 
-A malformed turn (unparseable call, unclosed section) ends the episode, as a serving engine returns
-such a turn as plain text with no tool calls. An episode without an environment (a single-step request)
-ends after its first turn: its calls are validated, not executed.
+A malformed turn (a call whose arguments a client cannot use, invalid Unicode) ends the episode. Tool-call
+syntax the engine's parser discards (an unclosed call, a bad id) is counted per turn in `dropped_steps`;
+the turn goes on with the calls that were kept, as it would through the engine.
+In chat mode (`EndpointText`) the server's own parsed calls are scored, its call ids kept in the history.
+An episode without an environment (a single-step request) ends after its first turn: its calls are
+validated, not executed. The first turn is also recorded as K2-Vendor-Verifier records it (`k2vv`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 
 from harness.backends.base import Backend
-from harness.toolcall.parsers import PARSERS, ParsedTurn
+from harness.toolcall.arguments import replace_surrogates
+from harness.toolcall.k2vv_rules import k2vv_response
+from harness.toolcall.parsers import PARSERS, EndpointText, ParsedTurn, parse_chat_message
 from harness.tools.environment import ToolEnvironment
 from harness.tools.schemas import TOOL_SCHEMAS
 
@@ -35,7 +40,11 @@ Generate = Callable[[list[list[int]]], list[str]]  # rendered prompts -> raw ass
 Render = Callable[[list[dict], list[dict] | None], list[int]]  # (messages, tools) -> prompt ids
 
 # The text that opens a tool call in each parser's syntax, used to recognise a chat template's syntax.
-PARSER_MARKERS: dict[str, str] = {"kimi_k2": "<|tool_calls_section_begin|>", "hermes": "<tool_call>"}
+PARSER_MARKERS: dict[str, str] = {
+    "kimi_k2": "<|tool_calls_section_begin|>",
+    "hermes": "<tool_call>",
+    "deepseek_v3": "<｜tool▁calls▁begin｜>",
+}
 assert PARSER_MARKERS.keys() == PARSERS.keys(), "every parser needs a marker"
 
 
@@ -69,6 +78,8 @@ class Episode:
     outputs: list[str] = field(default_factory=list)  # raw assistant turns, one per step
     calls: list[CallRecord] = field(default_factory=list)
     malformed_steps: int = 0
+    dropped_steps: int = 0  # turns where the parser discarded tool-call syntax (as the engine would)
+    k2vv: dict[str, Any] | None = None  # the first turn as K2-Vendor-Verifier records it (k2vv_rules)
     first_step_trigger: bool | None = None  # did the first turn try to call a tool
     outcome: Outcome | None = None  # None while running
     final_answer: str | None = None
@@ -92,6 +103,8 @@ class Episode:
             "steps": self.steps,
             "first_step_trigger": self.first_step_trigger,
             "malformed_steps": self.malformed_steps,
+            "dropped_steps": self.dropped_steps,
+            "k2vv": self.k2vv,
             "final_answer": self.final_answer,
             "calls": [c.to_json() for c in self.calls],
             "outputs": self.outputs,
@@ -142,16 +155,19 @@ def _check_call(episode: Episode, step_index: int, call: Any) -> CallRecord:
 
 def step(episode: Episode, text: str, parse: Callable[[str], ParsedTurn]) -> None:
     """Advance `episode` by one assistant turn `text` (raw model output). Never raises on `text`."""
-    episode.outputs.append(text)
+    episode.outputs.append(replace_surrogates(text))  # written as valid UTF-8 JSON
     step_index = episode.steps
-    turn = parse(text)
+    endpoint = isinstance(text, EndpointText)
+    turn = parse_chat_message(text.message) if endpoint else parse(text)
     if step_index == 1:
-        episode.first_step_trigger = bool(turn.calls) or turn.error is not None
+        episode.first_step_trigger = bool(turn.calls)
+        episode.k2vv = k2vv_response(text, episode.tools)
+    episode.dropped_steps += bool(turn.dropped)
     records = [_check_call(episode, step_index, call) for call in turn.calls]
     episode.calls.extend(records)
     if turn.malformed:
         episode.malformed_steps += 1
-        episode.messages.append({"role": "assistant", "content": text})
+        episode.messages.append({"role": "assistant", "content": replace_surrogates(text)})
         episode.finish("malformed")
         return
     if not turn.calls:
@@ -163,8 +179,8 @@ def step(episode: Episode, text: str, parse: Callable[[str], ParsedTurn]) -> Non
         return
     first_index = sum(len(m.get("tool_calls", [])) for m in episode.messages if m["role"] == "assistant")
     tool_calls, results = [], []
-    for offset, record in enumerate(records):
-        call_id = f"functions.{record.name}:{first_index + offset}"
+    for offset, (record, call) in enumerate(zip(records, turn.calls, strict=True)):
+        call_id = call.call_id if endpoint and call.call_id else f"functions.{record.name}:{first_index + offset}"
         tool_calls.append(
             {
                 "id": call_id,

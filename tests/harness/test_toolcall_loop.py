@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from harness.backends.openai import kimi_k2_text
 from harness.suites.base import Measurement
 from harness.suites.paths import PROJECT_ROOT
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig, _scenario_episode
 from harness.toolcall.loop import Episode, step
 from harness.toolcall.metrics import trigger_scores
-from harness.toolcall.parsers import parse_kimi_k2
+from harness.toolcall.parsers import EndpointText, parse_kimi_k2
 from harness.tools.environment import ToolEnvironment
 
 SCENARIOS_FILE = "suites/data/tinyk2/toolcall_scenarios.jsonl"
@@ -119,13 +120,65 @@ def test_failures_are_scored_not_raised(tmp_path):
     assert [json.loads(m["content"]).keys() for m in episode.messages if m["role"] == "tool"] == [
         {"error"}
     ] * 2
-    step(
-        episode,
-        "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_order:2<|tool_call_argument_b",
-        parse_kimi_k2,
-    )
+    step(episode, kimi_turn([{"name": "get_order", "arguments": {}}], 2).replace("{}", '{"order_id": NaN}'),
+         parse_kimi_k2)
     assert episode.outcome == "malformed" and episode.steps == 3 and episode.malformed_steps == 1
+    assert episode.calls[-1].errors == ("arguments are not valid JSON: non-finite number NaN is not JSON",)
     assert episode.environment.state() == ToolEnvironment(scenario["initial_state"]).state()  # nothing ran
+    json.dumps(episode.to_json(), allow_nan=False)
+
+
+def test_truncated_call_is_dropped_as_the_engine_drops_it():
+    """vLLM returns no call for a call cut off before <|tool_call_end|>: the turn is the text before it."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    step(episode, "Looking.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_order:0<|tool_call_argument_b",
+         parse_kimi_k2)
+    assert episode.outcome == "answer" and episode.final_answer == "Looking."
+    assert episode.first_step_trigger is False and episode.dropped_steps == 1 and episode.malformed_steps == 0
+    assert episode.k2vv == {
+        "finish_reason": "stop",
+        "tool_calls_valid": None,
+        "message": {"role": "assistant", "content": episode.outputs[0], "tool_calls": None},
+    }
+
+
+def test_endpoint_call_ids_are_kept():
+    """Chat mode: the server's parsed calls are scored and its ids (`call_9f2c`) become the history's ids."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    order_id = scenario["expected_calls"][0]["arguments"]["order_id"]
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_9f2c", "type": "function",
+             "function": {"name": "get_order", "arguments": json.dumps({"order_id": order_id})}}
+        ],
+    }
+    step(episode, EndpointText(kimi_k2_text(message), message, "tool_calls"), parse_kimi_k2)
+    assert [c.status for c in episode.calls] == ["ok"]
+    assert episode.messages[-2]["tool_calls"][0]["id"] == "call_9f2c"
+    assert episode.messages[-1]["tool_call_id"] == "call_9f2c"
+    assert episode.k2vv["finish_reason"] == "tool_calls" and episode.k2vv["tool_calls_valid"] is True
+
+
+def test_lone_surrogate_output_is_written_as_json():
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    step(episode, "broken \ud800 text", parse_kimi_k2)
+    assert episode.outcome == "malformed" and episode.outputs == ["broken \ufffd text"]
+    json.dumps(episode.to_json(), ensure_ascii=False).encode("utf-8")
+
+
+def test_deep_arguments_are_malformed_and_render(tokenizer):
+    """Nested 490 deep: a malformed call (nesting limit), and the conversation still renders."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    deep = '{"x":' + "[" * 490 + "]" * 490 + "}"
+    step(episode, kimi_turn([{"name": "get_order", "arguments": {}}], 0).replace("{}", deep), parse_kimi_k2)
+    assert episode.outcome == "malformed" and episode.calls[0].errors == ("arguments nest deeper than 64 levels",)
+    tokenizer.apply_chat_template(episode.messages, tools=episode.tools, add_generation_prompt=True)
 
 
 @pytest.fixture(scope="module")
