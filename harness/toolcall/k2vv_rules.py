@@ -31,6 +31,7 @@ from typing import Any
 
 import jsonschema
 
+from harness.toolcall.arguments import replace_surrogates
 from harness.toolcall.parsers import (
     K2_ARGUMENT_BEGIN,
     K2_CALL_BEGIN,
@@ -128,7 +129,7 @@ def k2vv_response(text: str, tools: Sequence[Mapping[str, Any]], *, stream: bool
         finish_reason = text.finish_reason
     else:
         calls = extract_tool_calls(text) if stream else []
-        message = {"role": "assistant", "content": text, "tool_calls": calls or None}
+        message = {"role": "assistant", "content": replace_surrogates(str(text)), "tool_calls": calls or None}
         finish_reason = TOOL_CALLS if calls else "stop"
     valid = None
     if finish_reason == TOOL_CALLS and message["tool_calls"]:
