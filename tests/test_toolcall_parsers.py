@@ -185,6 +185,8 @@ def test_chat_message_keeps_endpoint_ids():
         ("functions.f:1", "f", {"a": 1}),
     ]
     assert turn.calls[2].call_id is None and turn.calls[2].error.startswith("arguments are not valid JSON")
+    broken = parse_chat_message({"content": "x \udc00", "tool_calls": None})
+    assert broken.content == "x \ufffd" and broken.malformed and broken.calls == []
     text = EndpointText("shown", message, "tool_calls")
     assert text == "shown" and text.finish_reason == "tool_calls" and text.message is message
 

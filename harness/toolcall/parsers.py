@@ -234,7 +234,8 @@ def parse_chat_message(message: dict[str, Any]) -> ParsedTurn:
     arguments (JSON text, or an object) are read as strictly as raw output's.
     """
     content = message.get("content")
-    content = replace_surrogates(content).strip() if isinstance(content, str) else ""
+    content = content if isinstance(content, str) else ""
+    error = "output holds invalid Unicode (a lone surrogate)" if has_lone_surrogate(content) else None
     calls = []
     for call in message.get("tool_calls") or []:
         function = call.get("function") if isinstance(call, dict) else None
@@ -245,7 +246,7 @@ def parse_chat_message(message: dict[str, Any]) -> ParsedTurn:
         arguments = function.get("arguments")
         text = arguments if isinstance(arguments, str) else json.dumps(arguments)
         calls.append(_call(replace_surrogates(function["name"]), text, call_id))
-    return ParsedTurn(content=content, calls=calls)
+    return ParsedTurn(content=replace_surrogates(content).strip(), calls=calls, error=error)
 
 
 class EndpointText(str):
