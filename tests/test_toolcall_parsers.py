@@ -70,6 +70,8 @@ CONFORMANCE = [
      [("html", {"h": "<div>x</div>"})], "", False, False),
     ("k2 pretty-printed arguments", "kimi_k2", SB + k2("functions.f:0", '{\n  "a": {\n    "b": 1\n  }\n}') + SE,
      [("f", {"a": {"b": 1}})], "", False, False),
+    ("k2 non-ASCII arguments", "kimi_k2", SB + k2("functions.search:0", '{"q": "北京天气 ☀"}') + SE,
+     [("search", {"q": "北京天气 ☀"})], "", False, False),
     ("k2 invalid JSON kept as a call", "kimi_k2", SB + k2("functions.bad:0", '{"city": "Oslo"') + k2(
         "functions.good:1", W) + SE, [("bad", NOT_OBJECT), ("good", OSLO)], "", True, False),
     ("k2 arguments an array", "kimi_k2", SB + k2("functions.f:0", "[1]") + SE, [("f", NOT_OBJECT)], "", True, False),
@@ -105,6 +107,13 @@ CONFORMANCE = [
      [("f", {"a": 1})], "ok", False, False),
     ("hermes two calls", "hermes", '<tool_call>{"name": "f", "arguments": {}}</tool_call>\n'
      '<tool_call>{"name": "g", "arguments": {"b": 2}}</tool_call>', [("f", {}), ("g", {"b": 2})], "", False, False),
+    ("hermes after reasoning, newlines around the JSON, text after", "hermes",
+     '好的，我来查。\n</think>\n\n<tool_call>\n{"name": "internet_search", '
+     '"arguments": {"question": "5MW 燃气轮机"}}\n</tool_call>\n\n ',
+     [("internet_search", {"question": "5MW 燃气轮机"})], "好的，我来查。\n</think>", False, False),
+    ("hermes integer and boolean arguments keep their types", "hermes",
+     '<tool_call>{"name": "get_product_info", "arguments": {"product_id": 7355608, "inserted": true}}</tool_call>',
+     [("get_product_info", {"product_id": 7355608, "inserted": True})], "", False, False),
     ("hermes unclosed call at the end: a call", "hermes", 'x<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n',
      [("f", {"a": 1})], "x", False, False),
     ("hermes invalid JSON: plain text", "hermes", "<tool_call>{nope</tool_call>", [],
@@ -150,7 +159,7 @@ def test_conformance(case, parser, output, expected, content, malformed, differs
 
 
 def test_conformance_table_size():
-    assert len({row[0] for row in CONFORMANCE}) == len(CONFORMANCE) >= 45
+    assert len({row[0] for row in CONFORMANCE}) == len(CONFORMANCE) >= 50
     print(f"conformance rows: {len(CONFORMANCE)}, deliberate differences: {sum(r[-1] for r in CONFORMANCE)}")
 
 
@@ -255,3 +264,22 @@ def test_hermes_fuzz(pieces):
 @given(st.lists(st.one_of(DS_PIECES, st.text(max_size=8)), max_size=20))
 def test_deepseek_fuzz(pieces):
     _check(parse_deepseek_v3("".join(pieces)))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.dictionaries(st.sampled_from(["content", "tool_calls", "role"]),
+                       st.one_of(JSON_VALUES, st.lists(st.dictionaries(
+                           st.sampled_from(["id", "type", "function"]),
+                           st.one_of(JSON_VALUES, st.fixed_dictionaries(
+                               {"name": st.one_of(st.text(max_size=6), JSON_VALUES), "arguments": JSON_VALUES})),
+                       ), max_size=3))))
+def test_chat_message_fuzz(message):
+    """Whatever an endpoint returns as a message: calls are read or malformed, never raised."""
+    _check(parse_chat_message(message))

@@ -236,8 +236,11 @@ def parse_chat_message(message: dict[str, Any]) -> ParsedTurn:
     content = message.get("content")
     content = content if isinstance(content, str) else ""
     error = "output holds invalid Unicode (a lone surrogate)" if has_lone_surrogate(content) else None
-    calls = []
-    for call in message.get("tool_calls") or []:
+    calls: list[ParsedCall] = []
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raw_calls, error = [], f"tool_calls is {type(raw_calls).__name__}, not a list"
+    for call in raw_calls:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             calls.append(ParsedCall(None, None, None, "tool call has no function name"))
