@@ -86,3 +86,9 @@ def read_json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if error is None and not isinstance(value, dict):
         return None, "arguments are not a JSON object"
     return value, error
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON data: NaN and infinities become the strings "NaN", "Infinity", lone surrogates U+FFFD."""
+    text = replace_surrogates(json.dumps(value, ensure_ascii=False))
+    return json.loads(text, parse_constant=str)

@@ -31,7 +31,7 @@ from typing import Any
 
 import jsonschema
 
-from harness.toolcall.arguments import replace_surrogates
+from harness.toolcall.arguments import json_safe, replace_surrogates
 from harness.toolcall.parsers import (
     K2_ARGUMENT_BEGIN,
     K2_CALL_BEGIN,
@@ -119,7 +119,8 @@ def validate_tool_call(tool_call: Mapping[str, Any], tools: Sequence[Mapping[str
 
 
 def k2vv_response(text: str, tools: Sequence[Mapping[str, Any]], *, stream: bool = True) -> dict[str, Any]:
-    """The first turn as K2VV records it: finish_reason, tool_calls_valid and the response message."""
+    """The first turn as K2VV records it: finish_reason, tool_calls_valid and the response message (validated as
+    received, recorded as strict JSON)."""
     if isinstance(text, EndpointText):
         message = {
             "role": "assistant",
@@ -134,7 +135,7 @@ def k2vv_response(text: str, tools: Sequence[Mapping[str, Any]], *, stream: bool
     valid = None
     if finish_reason == TOOL_CALLS and message["tool_calls"]:
         valid = all(validate_tool_call(call, tools) for call in message["tool_calls"])
-    return {"finish_reason": finish_reason, "tool_calls_valid": valid, "message": message}
+    return {"finish_reason": finish_reason, "tool_calls_valid": valid, "message": json_safe(message)}
 
 
 def schema_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

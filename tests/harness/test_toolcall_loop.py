@@ -163,6 +163,20 @@ def test_endpoint_call_ids_are_kept():
     assert episode.k2vv["finish_reason"] == "tool_calls" and episode.k2vv["tool_calls_valid"] is True
 
 
+def test_endpoint_non_finite_arguments_are_written_as_json():
+    """An endpoint's object arguments holding NaN: malformed for quantgate, valid for K2VV, strict JSON in the row."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    message = {"role": "assistant", "content": "ok \udc01", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_order", "arguments": {"order_id": float("nan")}}}
+    ]}
+    step(episode, EndpointText(kimi_k2_text(message | {"content": "ok"}), message, "tool_calls"), parse_kimi_k2)
+    assert episode.outcome == "malformed" and episode.calls[0].status == "malformed"
+    assert episode.k2vv["tool_calls_valid"] is False  # order_id must be a string
+    row = json.dumps(episode.to_json(), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    assert b'"order_id": "NaN"' in row
+
+
 def test_lone_surrogate_output_is_written_as_json():
     scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
     episode = _scenario_episode(scenario, 0)
