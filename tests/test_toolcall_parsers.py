@@ -77,6 +77,9 @@ CONFORMANCE = [
     ("k2 arguments an array", "kimi_k2", SB + k2("functions.f:0", "[1]") + SE, [("f", NOT_OBJECT)], "", True, False),
     ("k2 id without :IDX skipped, valid neighbour kept", "kimi_k2",
      SB + k2("functions.bad.0", W) + k2("functions.good:1", W) + SE, [("good", OSLO)], "", False, False),
+    ("k2 id starting with a colon: empty name", "kimi_k2", SB + k2(":functions.a:01", "{}") + SE, [("", {})], "", False,
+     False),
+    ("k2 id with only a blank before :IDX", "kimi_k2", SB + k2("  :7", "{}") + SE, [(" ", {})], "", False, False),
     ("k2 id with no index at all", "kimi_k2", SB + k2("f", "{}") + SE, [], "", False, False),
     ("k2 empty section: no calls", "kimi_k2", "Hi" + SB + SE, [], "Hi", False, False),
     ("k2 two sections: both read", "kimi_k2", SB + k2("functions.a:0", "{}") + SE + "and" + SB

@@ -94,7 +94,7 @@ def kimi_call_id(region: str) -> str | None:
     if colon < 0 or not index or not all(c.isdecimal() for c in index):
         return None
     ident = stripped.lstrip()
-    if ident.startswith(":"):  # the name part may only be the last leading blank
+    if ident.rfind(":") == 0:  # an empty name part may only take the last leading blank
         return stripped[len(stripped) - len(ident) - 1 :] if len(stripped) > len(ident) else None
     return ident
 
