@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.toolcall.arguments import MAX_NESTING
+from harness.toolcall.k2vv_rules import extract_tool_calls
 from harness.toolcall.parsers import (
     EndpointText,
     parse_chat_message,
@@ -223,6 +224,7 @@ ADVERSARIAL = {
     "kimi_k2 ids without index": (parse_kimi_k2, lambda n: SB + f"{CB}functions.f{AB}{{}}{CE}" * n),
     "hermes open tags": (parse_hermes, lambda n: "<tool_call>" * n),
     "deepseek_v3 begin markers": (parse_deepseek_v3, lambda n: DSB + (DCB + "function" + DSEP) * n),
+    "k2vv extraction, unclosed calls": (extract_tool_calls, lambda n: SB + f"{CB}functions.f:0{AB}{{}}" * n + SE),
 }
 
 
