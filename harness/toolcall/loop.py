@@ -124,6 +124,8 @@ class Episode:
 def _validator(parameters_json: str) -> Validator | str:
     """The validator for the schema's own `$schema` (Draft 2020-12 when absent), or why the schema is invalid."""
     schema = json.loads(parameters_json)
+    if isinstance(schema, dict) and not isinstance(schema.get("$schema", ""), str):
+        return "the tool's parameters are not a valid JSON schema: `$schema` is not a string"
     cls = validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)

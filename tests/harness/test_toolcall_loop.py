@@ -18,7 +18,7 @@ from harness.backends.openai import kimi_k2_text
 from harness.suites.base import Measurement
 from harness.suites.paths import PROJECT_ROOT
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig, _scenario_episode
-from harness.toolcall.loop import Episode, step
+from harness.toolcall.loop import Episode, declared_schema_errors, step
 from harness.toolcall.metrics import trigger_scores
 from harness.toolcall.parsers import EndpointText, parse_kimi_k2
 from harness.tools.environment import ToolEnvironment
@@ -268,3 +268,16 @@ def test_oversized_numbers_are_malformed_not_raised():
         parse_kimi_k2,
     )
     assert episode.outcome == "malformed" and episode.calls[0].status == "malformed"
+
+
+def test_schema_dialect_is_honoured():
+    """`$schema` picks the validator (draft-04's boolean exclusiveMaximum); a broken schema is an error, not a crash."""
+    draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+              "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": True}}}
+    tools = [{"type": "function", "function": {"name": "limit", "parameters": draft4}},
+             {"type": "function", "function": {"name": "odd", "parameters": {"$schema": ["x"]}}}]
+    assert declared_schema_errors(tools, "limit", {"n": 4}) == []
+    assert declared_schema_errors(tools, "limit", {"n": 5}) == ["5 is greater than or equal to the maximum of 5"]
+    assert declared_schema_errors(tools, "odd", {}) == [
+        "the tool's parameters are not a valid JSON schema: `$schema` is not a string"
+    ]
