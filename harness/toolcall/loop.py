@@ -9,9 +9,12 @@ Model output is data: it is parsed and validated, and only declared tools with s
 reach the environment, through its handler table. Nothing is ever executed as code, and no model output
 raises: malformed turns, unknown tools and invalid arguments are recorded and scored.
 
-A malformed turn (unparseable call, unclosed section) ends the episode, as a serving engine returns
-such a turn as plain text with no tool calls. An episode without an environment (a single-step request)
-ends after its first turn: its calls are validated, not executed.
+A malformed turn (a call whose arguments a client cannot use, invalid Unicode) ends the episode. Tool-call
+syntax the engine's parser discards (an unclosed call, a bad id) is counted per turn in `dropped_steps`;
+the turn goes on with the calls that were kept, as it would through the engine.
+In chat mode (`EndpointText`) the server's own parsed calls are scored, its call ids kept in the history.
+An episode without an environment (a single-step request) ends after its first turn: its calls are
+validated, not executed. The first turn is also recorded as K2-Vendor-Verifier records it (`k2vv`).
 """
 
 from __future__ import annotations
@@ -23,19 +26,29 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 from harness.backends.base import Backend
-from harness.toolcall.parsers import PARSERS, ParsedTurn
+from harness.toolcall.arguments import replace_surrogates
+from harness.toolcall.k2vv_rules import k2vv_response
+from harness.toolcall.parsers import PARSERS, EndpointText, ParsedTurn, parse_chat_message
 from harness.tools.environment import ToolEnvironment
 from harness.tools.schemas import TOOL_SCHEMAS
 
 Outcome = Literal["answer", "tool_calls", "malformed", "max_steps", "context_exceeded"]
 CallStatus = Literal["ok", "malformed", "undeclared_tool", "invalid_arguments"]
-Generate = Callable[[list[list[int]]], list[str]]  # rendered prompts -> raw assistant turns
+# (rendered prompts, max_new_tokens or None, temperature or None: the suite's) -> raw assistant turns
+Generate = Callable[[list[list[int]], int | None, float | None], list[str]]
 Render = Callable[[list[dict], list[dict] | None], list[int]]  # (messages, tools) -> prompt ids
 
 # The text that opens a tool call in each parser's syntax, used to recognise a chat template's syntax.
-PARSER_MARKERS: dict[str, str] = {"kimi_k2": "<|tool_calls_section_begin|>", "hermes": "<tool_call>"}
+PARSER_MARKERS: dict[str, str] = {
+    "kimi_k2": "<|tool_calls_section_begin|>",
+    "hermes": "<tool_call>",
+    "deepseek_v3": "<｜tool▁calls▁begin｜>",
+}
 assert PARSER_MARKERS.keys() == PARSERS.keys(), "every parser needs a marker"
 
 
@@ -69,6 +82,12 @@ class Episode:
     outputs: list[str] = field(default_factory=list)  # raw assistant turns, one per step
     calls: list[CallRecord] = field(default_factory=list)
     malformed_steps: int = 0
+    dropped_steps: int = 0  # turns where the parser discarded tool-call syntax (as the engine would)
+    k2vv: dict[str, Any] | None = None  # the first turn as K2-Vendor-Verifier records it (k2vv_rules)
+    data_index: int | None = None  # a K2VV request's line number
+    max_new_tokens: int | None = None  # this episode's own generation settings (a K2VV request's), else the suite's
+    temperature: float | None = None
+    stream: bool = True  # K2VV searches raw output for calls only in streamed responses
     first_step_trigger: bool | None = None  # did the first turn try to call a tool
     outcome: Outcome | None = None  # None while running
     final_answer: str | None = None
@@ -88,10 +107,13 @@ class Episode:
         return {
             "id": self.episode_id,
             "sample": self.sample,
+            "data_index": self.data_index,
             "outcome": self.outcome,
             "steps": self.steps,
             "first_step_trigger": self.first_step_trigger,
             "malformed_steps": self.malformed_steps,
+            "dropped_steps": self.dropped_steps,
+            "k2vv": self.k2vv,
             "final_answer": self.final_answer,
             "calls": [c.to_json() for c in self.calls],
             "outputs": self.outputs,
@@ -99,8 +121,17 @@ class Episode:
 
 
 @functools.lru_cache(maxsize=1024)
-def _validator(parameters_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(parameters_json))
+def _validator(parameters_json: str) -> Validator | str:
+    """The validator for the schema's own `$schema` (Draft 2020-12 when absent), or why the schema is invalid."""
+    schema = json.loads(parameters_json)
+    if isinstance(schema, dict) and not isinstance(schema.get("$schema", ""), str):
+        return "the tool's parameters are not a valid JSON schema: `$schema` is not a string"
+    cls = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        return f"the tool's parameters are not a valid JSON schema: {exc.message}"
+    return cls(schema)
 
 
 def declared_schema_errors(
@@ -111,9 +142,8 @@ def declared_schema_errors(
         function = tool.get("function", {})
         if function.get("name") == name:
             parameters = function.get("parameters") or {"type": "object"}
-            return [
-                e.message for e in _validator(json.dumps(parameters, sort_keys=True)).iter_errors(arguments)
-            ]
+            validator = _validator(json.dumps(parameters, sort_keys=True))
+            return [validator] if isinstance(validator, str) else [e.message for e in validator.iter_errors(arguments)]
     return None
 
 
@@ -142,16 +172,19 @@ def _check_call(episode: Episode, step_index: int, call: Any) -> CallRecord:
 
 def step(episode: Episode, text: str, parse: Callable[[str], ParsedTurn]) -> None:
     """Advance `episode` by one assistant turn `text` (raw model output). Never raises on `text`."""
-    episode.outputs.append(text)
+    episode.outputs.append(replace_surrogates(text))  # written as valid UTF-8 JSON
     step_index = episode.steps
-    turn = parse(text)
+    endpoint = isinstance(text, EndpointText)
+    turn = parse_chat_message(text.message) if endpoint else parse(text)
     if step_index == 1:
-        episode.first_step_trigger = bool(turn.calls) or turn.error is not None
+        episode.first_step_trigger = bool(turn.calls)
+        episode.k2vv = k2vv_response(text, episode.tools, stream=episode.stream)
+    episode.dropped_steps += bool(turn.dropped)
     records = [_check_call(episode, step_index, call) for call in turn.calls]
     episode.calls.extend(records)
     if turn.malformed:
         episode.malformed_steps += 1
-        episode.messages.append({"role": "assistant", "content": text})
+        episode.messages.append({"role": "assistant", "content": replace_surrogates(text)})
         episode.finish("malformed")
         return
     if not turn.calls:
@@ -163,8 +196,8 @@ def step(episode: Episode, text: str, parse: Callable[[str], ParsedTurn]) -> Non
         return
     first_index = sum(len(m.get("tool_calls", [])) for m in episode.messages if m["role"] == "assistant")
     tool_calls, results = [], []
-    for offset, record in enumerate(records):
-        call_id = f"functions.{record.name}:{first_index + offset}"
+    for offset, (record, call) in enumerate(zip(records, turn.calls, strict=True)):
+        call_id = call.call_id if endpoint and call.call_id else f"functions.{record.name}:{first_index + offset}"
         tool_calls.append(
             {
                 "id": call_id,
@@ -195,22 +228,21 @@ def run_episodes(
     """Step all unfinished episodes together until every one is done; returns the number of generate calls."""
     rounds = 0
     while active := [e for e in episodes if not e.done]:
-        stepping: list[Episode] = []
-        prompts: list[list[int]] = []
+        groups: dict[tuple[int | None, float | None], list[tuple[Episode, list[int]]]] = {}
         for episode in active:
             prompt = render(episode.messages, episode.tools or None)
-            if len(prompt) + max_new_tokens > max_context_tokens:
+            if len(prompt) + (episode.max_new_tokens or max_new_tokens) > max_context_tokens:
                 episode.finish("context_exceeded")
                 continue
-            stepping.append(episode)
-            prompts.append(prompt)
-        if not stepping:
+            groups.setdefault((episode.max_new_tokens, episode.temperature), []).append((episode, prompt))
+        if not groups:
             break
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
-        texts = generate([prompts[i] for i in order])
-        rounds += 1
-        for i, text in zip(order, texts, strict=True):
-            step(stepping[i], text, parse)
+        for (new_tokens, temperature), stepping in sorted(groups.items(), key=lambda item: repr(item[0])):
+            order = sorted(range(len(stepping)), key=lambda i: len(stepping[i][1]))  # similar lengths share a batch
+            texts = generate([stepping[i][1] for i in order], new_tokens, temperature)
+            rounds += 1
+            for i, text in zip(order, texts, strict=True):
+                step(stepping[i][0], text, parse)
     return rounds
 
 

@@ -10,6 +10,11 @@ One model:
   malformed_rate     malformed assistant turns / all turns
   mean_steps         assistant turns per episode
   trigger_accuracy   first turns whose call-or-not decision matches the reference's, where one is known
+  dropped_rate       turns where the parser discarded tool-call syntax, as the engine would / all turns
+K2-Vendor-Verifier's own, over K2VV request rows (first turns, `harness.toolcall.k2vv_rules`), K2VV's names
+with a `k2vv_` prefix: k2vv_count_finish_reason_tool_calls, k2vv_count_successful_tool_call,
+k2vv_schema_accuracy (per response, not per call); against the baseline or a K2VV reference results file:
+k2vv_tool_call_precision / _recall / _f1 from finish_reason == "tool_calls", 0 when a denominator is 0.
 Against the baseline (same prompts, rows paired by source, id and sample):
   trigger precision / recall / F1 of the variant's first-turn call-or-not decisions, the baseline's
   decisions being the reference (K2-Vendor-Verifier's primary metric); task success flips + McNemar.
@@ -23,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.paired import binomial_stderr, mean_stderr, paired_metrics
+from harness.toolcall.k2vv_rules import schema_counts, trigger_f1
 from quantgate.core.metrics import Metric
 
 Row = dict[str, Any]
@@ -91,7 +97,39 @@ def measure_metrics(rows: Sequence[Row]) -> list[Metric]:
     if referenced:
         agree = sum(r["first_step_trigger"] == r["expected_trigger"] for r in referenced)
         metrics.append(_proportion("trigger_accuracy", agree, len(referenced)))
-    return metrics
+    metrics.append(_proportion("dropped_rate", sum(r.get("dropped_steps", 0) for r in rows), sum(steps), "lower"))
+    return metrics + k2vv_metrics(rows)
+
+
+def _k2vv_rows(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if r["source"] == "request" and r.get("k2vv") is not None]
+
+
+def k2vv_metrics(rows: Sequence[Row]) -> list[Metric]:
+    """K2VV's schema counts over the K2VV request rows (none without them)."""
+    records = [r["k2vv"] for r in _k2vv_rows(rows)]
+    if not records:
+        return []
+    counts = schema_counts(records)
+    triggered, successful = counts["count_finish_reason_tool_calls"], counts["count_successful_tool_call"]
+    return [
+        Metric("k2vv_count_finish_reason_tool_calls", triggered, "none", unit="responses", n=len(records)),
+        Metric("k2vv_count_successful_tool_call", successful, "none", unit="responses", n=len(records)),
+        Metric("k2vv_schema_accuracy", counts["schema_accuracy"], "higher", binomial_stderr(successful, triggered),
+               n=triggered),
+    ]
+
+
+def _k2vv_trigger_metrics(scores: dict[str, Any]) -> list[Metric]:
+    n = scores["matched"]
+    return [Metric(f"k2vv_{name}", scores[name], "higher", None, n=n)
+            for name in ("tool_call_precision", "tool_call_recall", "tool_call_f1")]
+
+
+def k2vv_reference_metrics(reference: dict[int, str | None], rows: Sequence[Row]) -> list[Metric]:
+    """K2VV's F1 of these request rows against a K2VV results file's finish reasons, by data_index."""
+    test = {r["data_index"]: r["k2vv"]["finish_reason"] for r in _k2vv_rows(rows)}
+    return _k2vv_trigger_metrics(trigger_f1(reference, test))
 
 
 def _wrong_tool(call: Row, row: Row) -> bool:
@@ -142,6 +180,12 @@ def compare_metrics(baseline: Sequence[Row], variant: Sequence[Row]) -> list[Met
     metrics = trigger_scores(
         [b["first_step_trigger"] for b, _ in first], [v["first_step_trigger"] for _, v in first]
     )
+    k2vv = [(b, v) for b, v in pairs if b["source"] == "request" and b.get("k2vv") and v.get("k2vv")]
+    if k2vv:
+        metrics += _k2vv_trigger_metrics(trigger_f1(
+            {i: b["k2vv"]["finish_reason"] for i, (b, _) in enumerate(k2vv)},
+            {i: v["k2vv"]["finish_reason"] for i, (_, v) in enumerate(k2vv)},
+        ))
     graded = [(b, v) for b, v in pairs if b["success"] is not None]
     if graded:
         metrics += paired_metrics(

@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from harness.backends.openai import kimi_k2_text
 from harness.suites.base import Measurement
 from harness.suites.paths import suite_data_path
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig, _scenario_episode
-from harness.toolcall.loop import Episode, step
+from harness.toolcall.loop import Episode, declared_schema_errors, step
 from harness.toolcall.metrics import trigger_scores
-from harness.toolcall.parsers import parse_kimi_k2
+from harness.toolcall.parsers import EndpointText, parse_kimi_k2
 from harness.tools.environment import ToolEnvironment
 
 SCENARIOS_FILE = "suites/data/tinyk2/toolcall_scenarios.jsonl"
@@ -119,13 +120,79 @@ def test_failures_are_scored_not_raised(tmp_path):
     assert [json.loads(m["content"]).keys() for m in episode.messages if m["role"] == "tool"] == [
         {"error"}
     ] * 2
-    step(
-        episode,
-        "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_order:2<|tool_call_argument_b",
-        parse_kimi_k2,
-    )
+    step(episode, kimi_turn([{"name": "get_order", "arguments": {}}], 2).replace("{}", '{"order_id": NaN}'),
+         parse_kimi_k2)
     assert episode.outcome == "malformed" and episode.steps == 3 and episode.malformed_steps == 1
+    assert episode.calls[-1].errors == ("arguments are not valid JSON: non-finite number NaN is not JSON",)
     assert episode.environment.state() == ToolEnvironment(scenario["initial_state"]).state()  # nothing ran
+    json.dumps(episode.to_json(), allow_nan=False)
+
+
+def test_truncated_call_is_dropped_as_the_engine_drops_it():
+    """vLLM returns no call for a call cut off before <|tool_call_end|>: the turn is the text before it."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    step(episode, "Looking.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_order:0<|tool_call_argument_b",
+         parse_kimi_k2)
+    assert episode.outcome == "answer" and episode.final_answer == "Looking."
+    assert episode.first_step_trigger is False and episode.dropped_steps == 1 and episode.malformed_steps == 0
+    assert episode.k2vv == {
+        "finish_reason": "stop",
+        "tool_calls_valid": None,
+        "message": {"role": "assistant", "content": episode.outputs[0], "tool_calls": None},
+    }
+
+
+def test_endpoint_call_ids_are_kept():
+    """Chat mode: the server's parsed calls are scored and its ids (`call_9f2c`) become the history's ids."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    order_id = scenario["expected_calls"][0]["arguments"]["order_id"]
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_9f2c", "type": "function",
+             "function": {"name": "get_order", "arguments": json.dumps({"order_id": order_id})}}
+        ],
+    }
+    step(episode, EndpointText(kimi_k2_text(message), message, "tool_calls"), parse_kimi_k2)
+    assert [c.status for c in episode.calls] == ["ok"]
+    assert episode.messages[-2]["tool_calls"][0]["id"] == "call_9f2c"
+    assert episode.messages[-1]["tool_call_id"] == "call_9f2c"
+    assert episode.k2vv["finish_reason"] == "tool_calls" and episode.k2vv["tool_calls_valid"] is True
+
+
+def test_endpoint_non_finite_arguments_are_written_as_json():
+    """An endpoint's object arguments holding NaN: malformed for quantgate, valid for K2VV, strict JSON in the row."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    message = {"role": "assistant", "content": "ok \udc01", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_order", "arguments": {"order_id": float("nan")}}}
+    ]}
+    step(episode, EndpointText(kimi_k2_text(message | {"content": "ok"}), message, "tool_calls"), parse_kimi_k2)
+    assert episode.outcome == "malformed" and episode.calls[0].status == "malformed"
+    assert episode.k2vv["tool_calls_valid"] is False  # order_id must be a string
+    row = json.dumps(episode.to_json(), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    assert b'"order_id": "NaN"' in row
+
+
+def test_lone_surrogate_output_is_written_as_json():
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    step(episode, "broken \ud800 text", parse_kimi_k2)
+    assert episode.outcome == "malformed" and episode.outputs == ["broken \ufffd text"]
+    json.dumps(episode.to_json(), ensure_ascii=False).encode("utf-8")
+
+
+def test_deep_arguments_are_malformed_and_render(tokenizer):
+    """Nested 490 deep: a malformed call (nesting limit), and the conversation still renders."""
+    scenario = next(s for s in SCENARIOS if s["id"].endswith("order_status"))
+    episode = _scenario_episode(scenario, 0)
+    deep = '{"x":' + "[" * 490 + "]" * 490 + "}"
+    step(episode, kimi_turn([{"name": "get_order", "arguments": {}}], 0).replace("{}", deep), parse_kimi_k2)
+    assert episode.outcome == "malformed" and episode.calls[0].errors == ("arguments nest deeper than 64 levels",)
+    tokenizer.apply_chat_template(episode.messages, tools=episode.tools, add_generation_prompt=True)
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +268,16 @@ def test_oversized_numbers_are_malformed_not_raised():
         parse_kimi_k2,
     )
     assert episode.outcome == "malformed" and episode.calls[0].status == "malformed"
+
+
+def test_schema_dialect_is_honoured():
+    """`$schema` picks the validator (draft-04's boolean exclusiveMaximum); a broken schema is an error, not a crash."""
+    draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+              "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": True}}}
+    tools = [{"type": "function", "function": {"name": "limit", "parameters": draft4}},
+             {"type": "function", "function": {"name": "odd", "parameters": {"$schema": ["x"]}}}]
+    assert declared_schema_errors(tools, "limit", {"n": 4}) == []
+    assert declared_schema_errors(tools, "limit", {"n": 5}) == ["5 is greater than or equal to the maximum of 5"]
+    assert declared_schema_errors(tools, "odd", {}) == [
+        "the tool's parameters are not a valid JSON schema: `$schema` is not a string"
+    ]

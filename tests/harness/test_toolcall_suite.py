@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from harness.suites.base import suite_kind
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig
+from harness.toolcall.k2vv import K2VV_RESULTS, read_results
 from harness.toolcall.loop import detect_parser
 from quantgate.core.shipped import shipped_root
 
@@ -55,8 +56,20 @@ def test_k2vv_requests_are_single_steps(bundled_backend, tmp_path):
     assert {r["outcome"] for r in result.samples} <= {"answer", "tool_calls", "malformed"}
     names = {m.name for m in result.metrics}
     assert {"schema_accuracy", "tool_trigger_rate"} <= names and "task_success" not in names
+    assert {"k2vv_count_finish_reason_tool_calls", "k2vv_schema_accuracy", "dropped_rate"} <= names
     compared = {m.name: m.value for m in TOOLCALL_SUITE.compare(load_config("toolcall_k2vv"), result, result)}
     assert compared["trigger_f1"] == 1.0
+    assert {"k2vv_tool_call_precision", "k2vv_tool_call_recall", "k2vv_tool_call_f1"} <= compared.keys()
+    written = read_results(tmp_path / K2VV_RESULTS)
+    assert sorted(written.finish_reasons) == list(range(1, 9)) and written.skipped == []
+    (tmp_path / "against-reference").mkdir()
+    scored = TOOLCALL_SUITE.measure(
+        load_config("toolcall_k2vv", limit=8, reference_results=tmp_path / K2VV_RESULTS), bundled_backend,
+        tmp_path / "against-reference",
+    )
+    against = {m.name: m for m in scored.metrics}
+    assert against["k2vv_tool_call_f1"].n == 8
+    assert against["k2vv_tool_call_f1"].value == compared["k2vv_tool_call_f1"]  # same model, same answers
 
 
 def test_parser_detected_from_chat_template(bundled_backend):
@@ -67,7 +80,7 @@ def test_config_rejects_impossible_settings():
     assert suite_kind("toolcall") is TOOLCALL_SUITE
     with pytest.raises(ValidationError, match="greedy samples are identical"):
         load_config("toolcall", samples=4)
-    with pytest.raises(ValidationError, match="known: auto, hermes, kimi_k2"):
+    with pytest.raises(ValidationError, match="known: auto, deepseek_v3, hermes, kimi_k2"):
         load_config("toolcall", parser="qwen")
     with pytest.raises(ValidationError, match="Extra inputs"):
         load_config("toolcall", temprature=0.7)
