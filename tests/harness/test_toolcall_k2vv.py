@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.suites.paths import PROJECT_ROOT
 from harness.toolcall.k2vv import read_requests, read_results, request_episode, result_line, write_results
 from harness.toolcall.k2vv_rules import k2vv_response, schema_counts, trigger_f1
 from harness.toolcall.loop import step
 from harness.toolcall.metrics import k2vv_metrics
 from harness.toolcall.parsers import EndpointText, parse_kimi_k2
 
-CASES = json.loads((PROJECT_ROOT / "tests" / "data" / "k2vv_cases.json").read_text())
+CASES = json.loads((Path(__file__).resolve().parents[1] / "data" / "k2vv_cases.json").read_text())
 
 # K2VV's results (data_index -> [finish_reason, tool_calls_valid]) for the chat cases; line 4 is malformed
 K2VV_CHAT = {
