@@ -167,3 +167,13 @@ def test_schemas_are_valid_and_cover_every_kind_of_parameter() -> None:
             if sub.get("type") == "object":
                 assert sub["additionalProperties"] is False
     assert {"string", "number", "integer", "enum", "object", "array", "optional"} <= kinds
+
+
+def test_shipped_tool_schemas_file_is_the_schemas_in_their_order() -> None:
+    """GPTQ's chat calibration reads the schemas from the shipped tools.json. The chat template
+    renders them as given, so key order is part of what the model sees: the file must be
+    TOOL_SCHEMAS with its order (json.dumps without sort_keys), or calibration tokens change."""
+    from quantgate.core.shipped import shipped_root
+
+    shipped = (shipped_root() / "data" / "tinyk2" / "tools.json").read_text()
+    assert json.dumps(json.loads(shipped)) == json.dumps(TOOL_SCHEMAS)
