@@ -47,10 +47,12 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout.strip()  # fmt: skip
     (Path(site) / "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     wheel = next((work / "dist").glob("quantgate-*.whl"))
+    # --ignore-installed: through the path entry the venv also sees the test environment's own
+    # (editable) quantgate, and pip would call the requirement satisfied and install nothing
+    install = ["install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+        [sys.executable, "-m", "pip", "--python", str(python), *install], check=True, capture_output=True, timeout=600
+    )
     return env_dir
 
 

@@ -150,7 +150,10 @@ def result_line(request: K2vvRequest, row: dict[str, Any], model: str) -> dict[s
 
 
 def write_results(path: Path, lines: list[dict[str, Any]]) -> None:
+    """K2VV's results file. `path` lies in a suite's output folder, which the caller renames into
+    place when the suite has finished; the folder is made here if the caller has not."""
     text = "".join(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n" for line in lines)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text, encoding="utf-8")
 
 
