@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from quantgate.core.errors import InputError
@@ -47,17 +48,27 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="how each --model is measured: hf in-process; openai through --base-url (--model: its tokenizer folder)",
     )
     endpoint.add_argument(
-        "--base-url", action="append", default=[], help="server URL without /v1: one, or one per --model"
+        "--base-url", action="append", default=[], help="server URL, with or without /v1: one, or one per --model"
     )
     endpoint.add_argument(
-        "--served-model", action="append", default=[], help="served model name, one per --model (default: folder name)"
+        "--served-model-name",
+        "--served-model",
+        dest="served_model",
+        action="append",
+        default=[],
+        help="served model name as vLLM's --served-model-name, one per --model (default: folder name)",
     )
     endpoint.add_argument("--api-key-env", help="environment variable holding the API key (sent as a Bearer token)")
     endpoint.add_argument(
         "--baseline-backend", default="hf", choices=["hf", "openai"], help="how --baseline is measured"
     )
     endpoint.add_argument("--baseline-base-url", help="the baseline's server URL (--baseline-backend openai)")
-    endpoint.add_argument("--baseline-served-model", help="the baseline's served model name (default: folder name)")
+    endpoint.add_argument(
+        "--baseline-served-model-name",
+        "--baseline-served-model",
+        dest="baseline_served_model",
+        help="the baseline's served model name (default: folder name)",
+    )
     endpoint.add_argument("--concurrency", type=int, default=8, help="requests in flight per endpoint")
     endpoint.add_argument("--max-top-k", type=int, default=64, help="log-probabilities per token the server returns")
     endpoint.add_argument(
@@ -74,12 +85,12 @@ def _endpoints(args: argparse.Namespace) -> list:
     models, urls, names = args.model, args.base_url, args.served_model
     if args.backend == "hf":
         if urls or names:
-            raise InputError("--base-url/--served-model need --backend openai")
+            raise InputError("--base-url/--served-model-name need --backend openai")
         return []
     if len(urls) not in (1, len(models)):
         raise InputError(f"--base-url: give one, or one per --model ({len(models)}), got {len(urls)}")
     if names and len(names) != len(models):
-        raise InputError(f"--served-model: give one per --model ({len(models)}), got {len(names)}")
+        raise InputError(f"--served-model-name: give one per --model ({len(models)}), got {len(names)}")
     urls = urls * len(models) if len(urls) == 1 else urls
     endpoints = [
         Endpoint(url, names[i] if names else model.name, model, args.api_key_env)
@@ -112,6 +123,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     endpoints, baseline_endpoint = _endpoints(args), _baseline_endpoint(args)
+    if args.baseline is None:
+        print("quantgate eval: no --baseline: nothing will be compared; each model gets its own metrics only",
+              file=sys.stderr)  # fmt: skip
     request = EvalRequest(
         models=[] if endpoints else args.model,
         endpoints=endpoints,

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 
 def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="BF16 source checkpoint directory")
-    parser.add_argument("--scheme", help="registered scheme name (an unknown name lists the known ones)")
+    parser.add_argument(
+        "--scheme",
+        help="registered scheme (kimi-k2-thinking-int4, w4a16-g128, w8a16, fp8-block, ...) or the compressed-tensors "
+        "preset it is (W4A16, W8A8, INT8, FP8_BLOCK, NVFP4A16); an unknown name lists them all",
+    )
     parser.add_argument("--out", type=Path, help="output directory (default: beside the model, named)")
     parser.add_argument("--variants", type=Path, help="YAML file describing several variants to build")
     parser.add_argument(

@@ -8,6 +8,7 @@ which is what lands in the checkpoint's config.json. Schemes live in an explicit
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 
@@ -131,9 +132,27 @@ def scheme_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# compressed-tensors' preset names (as llm-compressor's `scheme=` takes them) for the registered schemes
+# that are exactly that preset on every Linear but lm_head. W8A16 is not one: the preset is group 128,
+# `w8a16` is per channel.
+PRESET_ALIASES: dict[str, str] = {
+    "W4A16": "w4a16-g128",
+    "W8A8": "w8a8-int8",
+    "INT8": "w8a8-int8",
+    "FP8_BLOCK": "fp8-block",
+    "NVFP4A16": "nvfp4a16",
+}
+
+
 def get_scheme(name: str) -> Scheme:
+    """A registered scheme by name, or by the compressed-tensors preset name it is (PRESET_ALIASES)."""
+    name = PRESET_ALIASES.get(name, name)
     if name not in _REGISTRY:
-        raise InputError(f"unknown scheme {name!r}; known schemes: {', '.join(scheme_names())}")
+        known = scheme_names() + sorted(PRESET_ALIASES)
+        close = difflib.get_close_matches(name, known, n=1) or difflib.get_close_matches(name.lower(), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        aliases = ", ".join(f"{preset} = {scheme}" for preset, scheme in PRESET_ALIASES.items())
+        raise InputError(f"unknown scheme {name!r}; {hint}known schemes: {', '.join(scheme_names())} ({aliases})")
     scheme = _REGISTRY[name]()
     assert scheme.name == name, f"scheme registered as {name!r} calls itself {scheme.name!r}"
     return scheme

@@ -7,6 +7,7 @@ Only commands that work are registered. Input errors print one line and exit wit
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,8 +92,30 @@ def registered_commands() -> list[Command]:
     ]
 
 
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse that names a mistyped flag, with its close match, before anything else it would say:
+    `eval --suites x` is "unrecognized argument --suites; did you mean --suite?", not
+    "the following arguments are required: --suite". Subcommand parsers are of the same class."""
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201  (argparse's signature)
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):  # noqa: ANN201
+        flags = [o for o in self._option_string_actions if o.startswith("--")]
+        for token in getattr(self, "_given", []):
+            if token == "--":
+                break  # what follows is passed on (e.g. to vLLM)
+            flag = token.split("=", 1)[0]
+            if flag.startswith("--") and flag not in flags and not any(f.startswith(flag) for f in flags):
+                close = difflib.get_close_matches(flag, flags, n=1)
+                message = f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
+                break
+        super().error(message)
+
+
 def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="quantgate",
         description="Quantize MoE checkpoints, measure them against BF16, and gate releases on the result.",
     )

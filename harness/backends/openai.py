@@ -46,12 +46,18 @@ ToolcallMode = Literal["chat", "raw"]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a served model is: base URL (without /v1), served model name, API key's env var, tokenizer."""
+    """Where a served model is: base URL, served model name, API key's env var, tokenizer.
+
+    The base URL is kept without `/v1`; one pasted from the openai client or lm-eval
+    (`http://host:8000/v1`) is accepted and means the same server."""
 
     base_url: str
     model: str
     tokenizer: Path  # a folder with the served checkpoint's tokenizer and chat template
     api_key_env: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", server_root(self.base_url))
 
     def api_key(self) -> str | None:
         if self.api_key_env is None:
@@ -62,6 +68,12 @@ class Endpoint:
 
     def identity(self) -> str:
         return f"endpoint:{self.base_url.rstrip('/')}#{self.model}"
+
+
+def server_root(base_url: str) -> str:
+    """The server's root URL: `http://h:8000/v1/` and `http://h:8000` are the same server."""
+    url = base_url.rstrip("/")
+    return url.removesuffix("/v1") if url.endswith("/v1") else url
 
 
 def _token_id(token: str) -> int:

@@ -7,6 +7,7 @@ the shipped suites. Every problem is an InputError naming the file and the key.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import get_args
 
@@ -17,7 +18,7 @@ from harness.suites.base import SUITE_KINDS, SuiteConfig, suite_kind
 from harness.suites.paths import is_suite_file
 from quantgate.core.errors import InputError
 from quantgate.core.shipped import resolve_data_path, shipped_root, shipped_suite_names
-from quantgate.core.typed_yaml import read_yaml_mapping
+from quantgate.core.typed_yaml import describe, read_yaml_mapping
 
 
 def suite_path(name_or_path: str | Path) -> Path:
@@ -26,8 +27,10 @@ def suite_path(name_or_path: str | Path) -> Path:
     if not is_suite_file(text):
         path = shipped_root() / f"{text}.yaml"
         if not path.is_file():
+            close = difflib.get_close_matches(text, shipped_suite_names(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise InputError(
-                f"unknown suite {text!r}; shipped suites: {', '.join(shipped_suite_names())} (or give a path)"
+                f"unknown suite {text!r}; {hint}shipped suites: {', '.join(shipped_suite_names())} (or give a path)"
             )
         return path
     path = Path(text)
@@ -49,9 +52,8 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
     try:
         config = kind.config_class.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in (raw["name"], *first["loc"]))
-        raise InputError(f"{path}: {key}: {first['msg'].lower()}") from None
+        message = describe(error, config_class=kind.config_class, prefix=(str(raw["name"]),))
+        raise InputError(f"{path}: {message}") from None
     return config.model_copy(update=_resolved_paths(config, path))
 
 

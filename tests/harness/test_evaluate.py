@@ -73,7 +73,7 @@ def test_eval_writes_results_and_reuses_the_cached_baseline(
 def test_bad_suite_exits_2_naming_file_and_key(bundled_model, perplexity_suite, tmp_path, capsys):
     suite = perplexity_suite("typo.yaml", strid=48)
     assert _eval(bundled_model, bundled_model, [suite], tmp_path / "r", tmp_path / "c") == 2
-    expected = f"quantgate: error: {suite}: typo.strid: extra inputs are not permitted\n"
+    expected = f"quantgate: error: {suite}: unknown key 'typo.strid' (did you mean 'stride'?)\n"
     assert capsys.readouterr().err == expected
     missing = perplexity_suite("gone.yaml", data="/nonexistent/text.jsonl")
     assert _eval(bundled_model, bundled_model, [missing], tmp_path / "r", tmp_path / "c") == 2

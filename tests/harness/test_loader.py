@@ -16,23 +16,32 @@ from quantgate.core.shipped import shipped_root
 def test_shipped_suites_load_by_name_with_data_resolved():
     perplexity = load_suite("perplexity")
     assert isinstance(perplexity, PerplexityConfig)
-    assert perplexity.data == shipped_root() / "data" / "tinyk2" / "heldout_text.jsonl"
+    assert perplexity.data == (shipped_root() / "data" / "tinyk2" / "heldout_text.jsonl").resolve()
     assert perplexity.stride == perplexity.context_length  # lm-eval's rolling windows
     assert isinstance(load_suite("latency"), LatencyConfig)
 
 
 def test_unknown_key_names_file_and_key(perplexity_suite):
     path = perplexity_suite("x.yaml", context=64)
-    with pytest.raises(InputError, match=rf"^{path}: x\.context: extra inputs are not permitted$"):
+    with pytest.raises(InputError, match=rf"^{path}: unknown key 'x\.context' \(did you mean 'context_length'\?\)$"):
+        load_suite(path)
+
+
+def test_a_misspelt_key_is_unknown_not_the_right_one_missing(perplexity_suite, tmp_path: Path):
+    """`context_lenght` for `context_length`: the typo is named, with the key it was meant to be."""
+    path = perplexity_suite("typo.yaml")
+    path.write_text(path.read_text().replace("context_length:", "context_lenght:"))
+    expected = rf"^{path}: unknown key 'typo\.context_lenght' \(did you mean 'context_length'\?\)$"
+    with pytest.raises(InputError, match=expected):
         load_suite(path)
 
 
 def test_bad_value_names_file_and_key(perplexity_suite):
     path = perplexity_suite("ppl.yaml", top_k=0)
-    with pytest.raises(InputError, match=rf"^{path}: ppl\.top_k: input should be greater than 0$"):
+    with pytest.raises(InputError, match=rf"^{path}: ppl\.top_k: Input should be greater than 0$"):
         load_suite(path)
     path = perplexity_suite("wide.yaml", stride=64)
-    with pytest.raises(InputError, match=rf"^{path}: wide: value error, stride 64 exceeds context_length 48"):
+    with pytest.raises(InputError, match=rf"^{path}: wide: stride 64 exceeds context_length 48"):
         load_suite(path)
 
 
@@ -57,5 +66,6 @@ def test_unknown_kind_and_unknown_name_list_what_is_valid(tmp_path: Path):
     path.write_text("kind: perplexity_v2\nversion: 1\n")
     with pytest.raises(InputError, match=r"kind: 'perplexity_v2' is not a suite kind; known: .*latency"):
         load_suite(path)
-    with pytest.raises(InputError, match=r"unknown suite 'perplex'; shipped suites: .*perplexity"):
+    expected = r"unknown suite 'perplex'; did you mean 'perplexity'\? shipped suites: .*perplexity"
+    with pytest.raises(InputError, match=expected):
         load_suite("perplex")

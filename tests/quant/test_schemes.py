@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme
 
-from quant.schemes import get_scheme, resolve_patterns, scheme_names
+from quant.schemes import (
+    ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+    PRESET_ALIASES,
+    get_scheme,
+    preset,
+    resolve_patterns,
+    scheme_names,
+)
 from quantgate.core.errors import InputError
 from quantgate.core.families import ATTENTION, LM_HEAD, ROUTED_EXPERTS
 
@@ -78,6 +85,18 @@ def test_required_schemes_are_registered() -> None:
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(InputError, match="unknown scheme 'w5'.*kimi-k2-thinking-int4.*w8a16"):
         get_scheme("w5")
+    with pytest.raises(InputError, match="unknown scheme 'kimi-k2-int4'; did you mean 'kimi-k2-thinking-int4'"):
+        get_scheme("kimi-k2-int4")
+
+
+def test_preset_names_are_aliases_of_the_schemes_that_are_exactly_that_preset() -> None:
+    """`--scheme W4A16` as llm-compressor users write it: the same compressed-tensors scheme, on every
+    Linear but lm_head. W8A16 is no alias: the preset is group 128, `w8a16` per channel."""
+    for preset_name, name in PRESET_ALIASES.items():
+        scheme = get_scheme(preset_name)
+        assert scheme.name == name and scheme.quantization == preset(preset_name)
+        assert scheme.ignore == ALL_LINEAR_BUT_LM_HEAD_IGNORE
+    assert "W8A16" not in PRESET_ALIASES and get_scheme("w8a16").quantization != preset("W8A16")
 
 
 def test_patterns_resolve_moe_group_names() -> None:

@@ -48,3 +48,13 @@ def test_parser_is_built_without_heavy_imports():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_a_mistyped_flag_is_named_with_its_close_match(capsys):
+    """`--suites` for `--suite`: the typo is the error, not the then-missing required flag."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--model", "m", "--suites", "perplexity", "--out", "o"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "quantgate eval: error: unrecognized argument --suites; did you mean --suite?"
+    )

@@ -62,7 +62,7 @@ def test_serve_print_command_and_bad_input(bundled_model: Path, capsys: pytest.C
         (["--backend", "openai"], "--base-url: give one"),
         (
             ["--backend", "openai", "--base-url", "http://a", "--served-model", "x", "--served-model", "y"],
-            "--served-model: give one per --model",
+            "--served-model-name: give one per --model",
         ),
         (["--baseline-backend", "openai"], "needs --baseline"),
         (
@@ -132,3 +132,24 @@ def test_gpu_script_rejects_bad_arguments(tmp_path: Path) -> None:
     assert "not empty" in _gpu(str(tmp_path / "full")).stderr
     no_gpu = _gpu(str(tmp_path / "new"), "--vllm-python", sys.executable, "--quantgate-python", sys.executable)
     assert no_gpu.returncode == 2 and "no NVIDIA GPU" in no_gpu.stderr  # this CPU machine
+
+
+def test_base_url_with_or_without_v1_is_the_same_server(bundled_model: Path) -> None:
+    """A URL pasted from the openai client or lm-eval ends in /v1; requests must not go to /v1/v1/."""
+    from harness.backends.openai import Endpoint
+
+    urls = ["http://127.0.0.1:8000", "http://127.0.0.1:8000/", "http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1/"]
+    assert {Endpoint(url, "m", bundled_model).base_url for url in urls} == {"http://127.0.0.1:8000"}
+    assert Endpoint("https://api.example.com/openai/v1", "m", bundled_model).base_url == "https://api.example.com/openai"
+
+
+def test_served_model_name_as_vllm_spells_it(tmp_path: Path, capsys) -> None:
+    """`--served-model-name` (vLLM's flag) and the older `--served-model` mean the same; without
+    --backend openai either is an input error naming the flag."""
+    for flag in ("--served-model-name", "--served-model"):
+        args = ["eval", "--model", str(tmp_path), "--suite", "perplexity", "--out", str(tmp_path / "o"), flag, "x"]
+        code = main(args)
+        assert code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "quantgate: error: --base-url/--served-model-name need --backend openai"
+        )
