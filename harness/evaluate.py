@@ -26,7 +26,7 @@ from harness.backends.registry import BackendOptions, numerical_settings, open_b
 from harness.cache import BaselineCache, cache_key, cpu_name
 from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from harness.suites.loader import load_suite
-from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.checkpoint import check_safetensors_weights, checkpoint_identity
 from quantgate.core.errors import InputError
 from quantgate.core.record import ModelRef
 
@@ -95,6 +95,7 @@ def _checkpoint(path: Path, role: str) -> Checkpoint:
     path = path.resolve()
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a checkpoint directory (no config.json)")
+    check_safetensors_weights(path)  # shard names inside the folder, no pickles: before anything is loaded
     return Checkpoint(path, checkpoint_identity(path), role)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, read_weight_map, sha256_file
 from quantgate.core.errors import InputError
 
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
@@ -88,10 +88,7 @@ def load_source(path: Path) -> SourceCheckpoint:
     if "quantization_config" in config:
         method = config["quantization_config"].get("quant_method", "unknown")
         raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
-    index = _read_json(path / INDEX_NAME)
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise InputError(f"{path / INDEX_NAME}: no weight_map")
+    weight_map = read_weight_map(path)  # every shard a plain file name inside `path`
 
     tensors: dict[str, TensorInfo] = {}
     shards = tuple(sorted(set(weight_map.values())))
