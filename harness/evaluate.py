@@ -28,6 +28,7 @@ from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from harness.suites.loader import load_suite
 from quantgate.core.checkpoint import check_safetensors_weights, checkpoint_identity
 from quantgate.core.errors import InputError
+from quantgate.core.paths import path_component
 from quantgate.core.record import ModelRef
 
 DEFAULT_BATCH_SIZE = 8
@@ -212,6 +213,9 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
     checkpoints = [_checkpoint(path, role) for path in request.models]
     checkpoints += [_endpoint_checkpoint(endpoint, role) for endpoint in request.endpoints]
     labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
+    for checkpoint in checkpoints + ([baseline] if baseline else []):
+        if checkpoint.endpoint is not None:  # its results folder is named after the served model
+            path_component(checkpoint.label, file="--served-model", field="results folder name")
     if len(set(labels)) != len(labels):
         raise InputError(f"--model/--baseline: two checkpoints or endpoints share a name ({', '.join(labels)})")
     baseline_measurements = _measure_baseline(request, baseline, suites, on_written) if baseline else {}

@@ -27,6 +27,7 @@ from pydantic import Discriminator, Tag, model_validator
 
 from quant.schemes import LINEAR_TARGET, Scheme, get_scheme, make_scheme, preset, resolve_patterns
 from quantgate.core.errors import InputError
+from quantgate.core.paths import PathName
 from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import load_typed_yaml
 
@@ -36,7 +37,7 @@ class RegisteredVariant(StrictModel):
 
 
 class CustomVariant(StrictModel):
-    name: str
+    name: PathName  # names its checkpoint folder
     preset: str | None = None  # a compressed-tensors preset name (W4A16, FP8_BLOCK, ...)
     weights: QuantizationArgs | None = None
     input_activations: QuantizationArgs | None = None

@@ -22,13 +22,14 @@ from typing import Any
 
 from harness.backends.base import Backend
 from quantgate.core.metrics import Metric
+from quantgate.core.paths import PathName
 from quantgate.core.strict import StrictModel
 
 
 class SuiteConfig(StrictModel):
     """Common fields; each kind subclasses it. Unknown keys are rejected."""
 
-    name: str
+    name: PathName  # names its results folder
     kind: str
     version: int
 

@@ -9,6 +9,9 @@ that `../x`, `/etc/x`, `a/b` or `..` cannot reach outside that folder.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from quantgate.core.errors import InputError
 
@@ -36,3 +39,14 @@ def component_problem(value: str) -> str | None:
     if "\x00" in value or any(ord(c) < 32 for c in value):
         return "holds a control character"
     return None
+
+
+def _name_field(value: str) -> str:
+    reason = component_problem(value)
+    if reason is not None:
+        raise ValueError(f"{value!r} {reason}")
+    return value
+
+
+# A config field that becomes a folder or file name: the typed config's error names the file and key.
+PathName = Annotated[str, AfterValidator(_name_field)]
