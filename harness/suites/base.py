@@ -11,6 +11,11 @@ A kind whose variant measurement needs the baseline's artifacts in hand also set
   measure_against(config, backend, out_dir, baseline) -> Measurement
 (perplexity: the variant's log-probabilities are gathered at the baseline's top-k token ids, as
 llama.cpp's `--kl-divergence` reads its base file); the runner uses it for variants when set.
+
+A kind that reads files its config does not name as Path fields sets
+  inputs(config) -> {file: sha256}
+(benchmark: every task YAML under `include_path` and each data file they name), so that a changed
+file changes the baseline cache key and the nightly's result key.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ class SuiteKind:
     measure: Callable[[SuiteConfig, Backend, Path], Measurement]
     compare: Callable[[SuiteConfig, Measurement, Measurement], list[Metric]]
     measure_against: Callable[[SuiteConfig, Backend, Path, Measurement], Measurement] | None = None
+    # files the suite reads that are not Path fields of its config (e.g. lm-eval task YAMLs and their
+    # data): name -> sha256, part of every cache and result key
+    inputs: Callable[[SuiteConfig], dict[str, str]] | None = None
 
 
 SUITE_KINDS: dict[str, SuiteKind] = {}
