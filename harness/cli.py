@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from quantgate.core.errors import InputError
+from quantgate.core.paths import output_folder
+
+DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
 
 def default_cache_dir() -> Path:
@@ -111,6 +115,11 @@ def run_eval(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    if not DEVICE.fullmatch(args.device):
+        raise InputError(f"--device: {args.device!r} is not a torch device (cpu, cuda, cuda:N, mps)")
+    output_folder(args.out, option="--out")
+    if args.cache_dir is not None:
+        output_folder(args.cache_dir, option="--cache-dir")
     endpoints, baseline_endpoint = _endpoints(args), _baseline_endpoint(args)
     request = EvalRequest(
         models=[] if endpoints else args.model,

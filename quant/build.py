@@ -37,6 +37,7 @@ from quantgate.core.manifest import (
     load_manifest,
     write_manifest,
 )
+from quantgate.core.paths import output_folder
 
 METHOD = "rtn"
 TOOLS = ("torch", "compressed-tensors", "transformers", "safetensors")
@@ -92,6 +93,7 @@ def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Ou
     source = load_source(model)
     plan = plan_quantization(source, request.scheme)
     target = (request.out or default_output(model, request.scheme, request.output_root)).resolve()
+    output_folder(target, option="--out")
     if target.exists() and not (target / MANIFEST_NAME).is_file():
         raise InputError(f"{target}: exists and is not a quantgate checkpoint (no {MANIFEST_NAME})")
     resolved = resolve_scheme(request.scheme)

@@ -7,6 +7,7 @@ one tensor at a time, by the shard writer.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ QUANTIZED_SUFFIXES = (
     ".weight_global_scale",
     ".weight_scale_inv",
 )
+
+
+WEIGHT_DTYPES = frozenset({"BF16", "F16", "F32"})
+PROJECTION = re.compile(r"_proj(_with_mqa)?\.weight$")  # a Linear layer's weight in DeepSeek-V3 / Kimi K2 names
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,16 @@ class SourceCheckpoint:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:  # a directory, unreadable
+        raise InputError(f"{path}: unreadable ({error.strerror})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a JSON object (got {type(data).__name__})")
+    return data
 
 
 def _read_header(shard_path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -84,9 +94,11 @@ def load_source(path: Path) -> SourceCheckpoint:
     """Open a BF16 checkpoint directory and check it is whole, consistent and not yet quantized."""
     if not path.is_dir():
         raise InputError(f"{path}: not a checkpoint directory")
+    _read_json(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
     config = _read_json(path / CONFIG_NAME)
     if "quantization_config" in config:
-        method = config["quantization_config"].get("quant_method", "unknown")
+        quantization = config["quantization_config"]
+        method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else quantization
         raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
     weight_map = read_weight_map(path)  # every shard a plain file name inside `path`
 
@@ -108,6 +120,13 @@ def load_source(path: Path) -> SourceCheckpoint:
     for name, info in sorted(tensors.items()):
         if name.endswith(QUANTIZED_SUFFIXES) or info.dtype.startswith(("F8", "I8", "U8", "I32")):
             raise InputError(f"{path / info.shard}: tensor {name} ({info.dtype}) is already quantized")
+        if info.dtype not in WEIGHT_DTYPES:
+            raise InputError(
+                f"{path / info.shard}: tensor {name} has dtype {info.dtype}; a BF16 source holds "
+                f"{', '.join(sorted(WEIGHT_DTYPES))} tensors"
+            )
+        if PROJECTION.search(name) and len(info.shape) != 2:
+            raise InputError(f"{path / info.shard}: tensor {name} has shape {list(info.shape)}; a Linear weight is 2-D")
     return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
 
 

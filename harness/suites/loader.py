@@ -52,7 +52,13 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
         first = error.errors()[0]
         key = ".".join(str(part) for part in (raw["name"], *first["loc"]))
         raise InputError(f"{path}: {key}: {first['msg'].lower()}") from None
-    return config.model_copy(update=_resolved_paths(config, path))
+    config = config.model_copy(update=_resolved_paths(config, path))
+    if kind.inputs is not None:  # every other file it reads is there, and runs no code it was not allowed to
+        try:
+            kind.inputs(config)
+        except InputError as error:
+            raise InputError(f"{path}: {config.name}.{error}") from None
+    return config
 
 
 def _is_path_field(annotation: object) -> bool:
@@ -71,5 +77,7 @@ def _resolved_paths(config: SuiteConfig, suite_file: Path) -> dict[str, Path]:
         if found is None:
             tried = " or ".join(str(c) for c in candidates)
             raise InputError(f"{suite_file}: {config.name}.{field}: data file not found ({tried})")
+        if not found.read_bytes().strip():
+            raise InputError(f"{suite_file}: {config.name}.{field}: data file {found} is empty")
         resolved[field] = found
     return resolved

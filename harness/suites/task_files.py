@@ -41,8 +41,8 @@ _TaskLoader.add_constructor(FUNCTION_TAG, _function)
 def include_folder(include_path: str) -> Path:
     try:
         return suite_data_path(include_path).resolve()
-    except FileNotFoundError as error:
-        raise InputError(f"include_path: {error}") from None
+    except FileNotFoundError:
+        raise InputError(f"include_path: {include_path} not found") from None
 
 
 def _read_task(path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -78,8 +78,8 @@ def task_files(include_path: str, trust_task_code: bool) -> dict[str, str]:
         task, functions = _read_task(path)
         if functions and not trust_task_code:
             raise InputError(
-                f"{path}: runs task code ({FUNCTION_TAG} {functions[0]}); set trust_task_code: true in the "
-                "suite to allow it"
+                f"trust_task_code: {path} runs task code ({FUNCTION_TAG} {functions[0]}); set "
+                "trust_task_code: true in the suite to allow it"
             )
         data_files = (task.get("dataset_kwargs") or {}).get("data_files") if isinstance(
             task.get("dataset_kwargs"), dict
@@ -87,6 +87,6 @@ def task_files(include_path: str, trust_task_code: bool) -> dict[str, str]:
         for name in _data_files(data_files):
             data = name if Path(name).is_absolute() else str((path.parent / name).resolve())
             if not Path(data).is_file():
-                raise InputError(f"{path}: dataset_kwargs.data_files: {name} not found ({data})")
+                raise InputError(f"include_path: {path}: dataset_kwargs.data_files: {name} not found ({data})")
             hashed[data] = sha256_file(Path(data))
     return hashed

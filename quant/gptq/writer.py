@@ -41,6 +41,7 @@ from quantgate.core.manifest import (
     load_manifest,
     write_manifest,
 )
+from quantgate.core.paths import output_folder
 
 LAYER_DIR = ".gptq-layers"
 SAFETENSORS_METADATA = {"format": "pt"}
@@ -62,6 +63,7 @@ class Target:
 def prepare_target(target: Target) -> Outcome | None:
     """A matching finished checkpoint (returned: reuse it), or a fresh scratch directory (None)."""
     path = target.path
+    output_folder(path, option="--out")
     if path.exists() and not (path / MANIFEST_NAME).is_file():
         raise InputError(f"{path}: exists and is not a quantgate checkpoint (no {MANIFEST_NAME})")
     if path.exists():

@@ -43,10 +43,10 @@ def read_weight_map(model_dir: Path) -> dict[str, str]:
         index = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: missing") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: a directory, not a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:  # a directory, a parent that is a file, unreadable
+        raise InputError(f"{path}: unreadable ({error.strerror})") from None
     if not isinstance(index, dict):
         raise InputError(f"{path}: not a JSON object (got {type(index).__name__})")
     weight_map = index.get("weight_map")

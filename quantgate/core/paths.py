@@ -8,6 +8,7 @@ that `../x`, `/etc/x`, `a/b` or `..` cannot reach outside that folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,3 +51,20 @@ def _name_field(value: str) -> str:
 
 # A config field that becomes a folder or file name: the typed config's error names the file and key.
 PathName = Annotated[str, AfterValidator(_name_field)]
+
+
+def output_folder(path: Path, *, option: str) -> Path:
+    """`path` can become a folder quantgate writes: it is a folder or absent, and its nearest existing
+    ancestor is a writable folder. Otherwise an InputError naming the option, before any work."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder")
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise InputError(f"{option} {path}: {ancestor} is a dangling link")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: {ancestor} is not writable")
+    return path

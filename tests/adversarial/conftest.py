@@ -58,6 +58,7 @@ def refused(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callabl
         for name in names:
             assert str(name) in result.err[0], (name, result.err[0])
         assert tree(tmp_path) == before, "a refused input wrote or changed files"
+        print(result.err[0])  # shown with -s: the messages side by side
         return result.err[0]
 
     return check

@@ -1,0 +1,20 @@
+"""At least 80 bad inputs (tests/adversarial/cases.py), each through the `quantgate` command in-process:
+exit status 2, exactly one line on stderr naming the file, field or tensor, and nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.adversarial.cases import ALL
+
+
+def test_there_are_at_least_80_cases():
+    assert len(ALL) >= 80
+    assert len({c.id for c in ALL}) == len(ALL)
+
+
+@pytest.mark.parametrize("case", ALL, ids=[c.id for c in ALL])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, refused, source, tmp_path):
+    argv, names = case.make(tmp_path, source)
+    argv = [str(a).format(src=source, tmp=tmp_path) if isinstance(a, str) else a for a in argv]
+    refused(argv, *names)
