@@ -33,6 +33,7 @@ from quantgate.core.manifest import (
     OutputFile,
     ResolvedScheme,
     SourceIdentity,
+    check_replaceable,
     is_complete,
     load_manifest,
     write_manifest,
@@ -113,6 +114,7 @@ def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Ou
             and is_complete(target, existing)
         ):
             return Outcome(path=target, reused=True, manifest=existing)
+        check_replaceable(target, existing)  # before any work: never delete what the user put there
 
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)

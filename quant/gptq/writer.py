@@ -37,6 +37,7 @@ from quantgate.core.manifest import (
     OutputFile,
     ResolvedScheme,
     SourceIdentity,
+    check_replaceable,
     is_complete,
     load_manifest,
     write_manifest,
@@ -76,6 +77,7 @@ def prepare_target(target: Target) -> Outcome | None:
             and is_complete(path, existing)
         ):  # fmt: skip
             return Outcome(path=path, reused=True, manifest=existing)
+        check_replaceable(path, existing)  # before any work: never delete what the user put there
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}{TMP_MARKER}*"):
         pid = stale.name.rsplit(TMP_MARKER, 1)[-1]
