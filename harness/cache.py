@@ -24,6 +24,7 @@ from pathlib import Path
 from harness.result_folder import result_record, write_json, write_jsonl
 from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from quantgate.core.checkpoint import sha256_file
+from quantgate.core.leftovers import remove_dead_temporaries
 from quantgate.core.record import RESULT_FILE, SAMPLES_FILE, ModelRef, read_record, write_record
 
 # 3: the key covers a suite's other input files (lm-eval task YAMLs and data) and every checkpoint file
@@ -88,11 +89,16 @@ class BaselineCache:
         final = self.entry(config, key)
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_dead_temporaries(self.root, ".*.tmp-*", ".tmp-")  # entries of killed runs
         tmp.mkdir(parents=True)
-        measurement = measure(tmp)
-        write_json(tmp / KEY_INPUTS, inputs)
-        write_record(tmp, result_record(model, config.model_dump(mode="json"), measurement, None, None))
-        write_jsonl(tmp / SAMPLES_FILE, measurement.samples)
+        try:
+            measurement = measure(tmp)
+            write_json(tmp / KEY_INPUTS, inputs)
+            write_record(tmp, result_record(model, config.model_dump(mode="json"), measurement, None, None))
+            write_jsonl(tmp / SAMPLES_FILE, measurement.samples)
+        except BaseException:  # a failed measurement leaves no temporary entry
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():  # another run finished the same entry first; it is equivalent
             shutil.rmtree(tmp)
         else:

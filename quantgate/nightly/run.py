@@ -128,8 +128,8 @@ def _measure(
             started = time.perf_counter()
 
         is_baseline = checkpoint == plan.baseline_name
-        evaluate(
-            EvalRequest(
+        try:
+            request_for_pairs = EvalRequest(
                 models=[] if is_baseline or endpoint is not None else [paths[checkpoint]],
                 endpoints=[] if endpoint is None else [_endpoint(plan, endpoint, request.plan_path)],
                 suites=[suite_ref(request.plan_path, p.suite) for p in todo],
@@ -138,10 +138,10 @@ def _measure(
                 baseline=plan.model,
                 threads=request.threads,
                 write_baseline=is_baseline,  # a variant's run reads the baseline from cache, writes nothing of it
-            ),
-            on_written=adopt,
-        )
-        shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
+            )
+            evaluate(request_for_pairs, on_written=adopt)
+        finally:  # a failed run leaves no scratch (a killed one's is removed by the next nightly)
+            shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
         gc.collect()
     return folders, measured
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,13 @@ def refused(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callabl
         return result.err[0]
 
     return check
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (what a kill -9 leaves in a temporary folder's name)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 @pytest.fixture

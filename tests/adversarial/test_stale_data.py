@@ -20,6 +20,7 @@ from harness.suites.loader import load_suite
 from quantgate.core.checkpoint import checkpoint_identity
 from quantgate.core.shipped import shipped_root
 from quantgate.nightly.store import pair_key
+from tests.adversarial.conftest import dead_pid
 
 SETTINGS = {"backend": "hf", "device": "cpu", "dtype": "float32", "threads": 2}
 PLAN = """\
@@ -74,7 +75,10 @@ def test_changed_task_answers_recompute_the_baseline_and_the_gate_follows(
         summary = json.loads((out / checkpoint / "bench" / "summary.json").read_text())
         return next(m["value"] for m in summary["metrics"] if m["name"] == "tinyk2_mcq/acc")
 
+    killed = cache / f".benchmark-0123.tmp-{dead_pid()}"  # an entry a killed eval left half-written
+    killed.mkdir(parents=True)
     assert run_cli(argv).code == 0
+    assert not killed.exists()
     before = accuracy(bundled_model.name)
     assert run_cli(["gate", "--results", out, "--plan", plan]).code == 0
 

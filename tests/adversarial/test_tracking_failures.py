@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from quantgate.tracking import names, outbox
+from tests.adversarial.conftest import dead_pid
 
 PLAN = """\
 version: 1
@@ -89,9 +90,11 @@ def test_half_up_server_nightly_finishes_outbox_then_sync_uploads(
 ):
     argv = ["nightly", "--plan", nightly, "--reports", tmp_path / "reports", "--nightly-id", "n-half-up",
             "--tracking-uri", half_up_server, "--threads", "2"]  # fmt: skip
+    killed = tmp_path / "state" / "results" / f".scratch-{dead_pid()}"  # what a killed nightly leaves
+    (killed / "kimi-k2-tiny").mkdir(parents=True)
     result = run_cli(argv)
     assert result.code == 0, result.err[-5:]
-    assert "verdict: PASS" in result.out
+    assert "verdict: PASS" in result.out and not killed.exists()
     assert (tmp_path / "reports" / "half-up" / "n-half-up" / "report.html").is_file()
     [entry] = outbox.pending(tmp_path / "state")
     assert f"kept in {entry}" in result.out and "503" in result.out, result.out  # the final path
