@@ -57,6 +57,8 @@ class SuiteKind:
     # files the suite reads that are not Path fields of its config (e.g. lm-eval task YAMLs and their
     # data): name -> sha256, part of every cache and result key
     inputs: Callable[[SuiteConfig], dict[str, str]] | None = None
+    # checks of its data files at load time (before any model): raises InputError
+    validate: Callable[[SuiteConfig], None] | None = None
 
 
 SUITE_KINDS: dict[str, SuiteKind] = {}

@@ -58,6 +58,8 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
             kind.inputs(config)
         except InputError as error:
             raise InputError(f"{path}: {config.name}.{error}") from None
+    if kind.validate is not None:  # its data, line by line (errors name the data file and line)
+        kind.validate(config)
     return config
 
 

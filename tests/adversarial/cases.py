@@ -471,4 +471,40 @@ SUITES = [
     Case("eval-baseline-twice", eval_model(lambda tmp, src: None, "share a name", extra=("--baseline", "{src}"))),
 ]
 
-ALL = QUANTIZE_SOURCE + QUANTIZE_OPTIONS + VARIANTS + PLANS + OPTIONS + SUITES
+
+# -- data files of suites, checked line by line at load ------------------------------------------------
+
+SCENARIO = ('{"id": "s1", "tools": ["add_to_cart"], "messages": [{"role": "user", "content": "hi"}], '
+            '"max_steps": 3, "initial_state": {}, "expected_calls": [], "expected_state": {}, "expected_answer": "x"}')
+
+
+def scenarios_case(lines: list[str], *names: str) -> Callable:
+    def make(tmp: Path, src: Path) -> tuple[list, list[str]]:
+        data = tmp / "scenarios.jsonl"
+        data.write_text("".join(line + "\n" for line in lines))
+        suite = tmp / "tc.yaml"
+        suite.write_text(f"kind: toolcall\nversion: 1\nscenarios_file: {data}\nparser: hermes\n")
+        return eval_argv(tmp, src, suite), [str(data), *names]
+
+    return make
+
+
+def _scenario(**changes: object) -> str:
+    return json.dumps(json.loads(SCENARIO) | changes)
+
+
+DATA = [
+    Case("scenarios-duplicate-ids", scenarios_case([SCENARIO, SCENARIO], ":2", "'s1'")),
+    Case("scenarios-max-steps-negative", scenarios_case([_scenario(max_steps=-5)], ":1", "max_steps")),
+    Case("scenarios-max-steps-missing", scenarios_case([json.dumps({
+        k: v for k, v in json.loads(SCENARIO).items() if k != "max_steps"})], "max_steps")),
+    Case("scenarios-unknown-tool", scenarios_case([_scenario(tools=["rm_rf"])], "rm_rf")),
+    Case("scenarios-unknown-expected-tool", scenarios_case([_scenario(expected_calls=[{"name": "nope"}])], "nope")),
+    Case("scenarios-not-json", scenarios_case(["{not json"], ":1")),
+    Case("scenarios-empty-id", scenarios_case([_scenario(id="")], "id")),
+    Case("scenarios-unknown-key", scenarios_case([_scenario(colour="red")], "colour")),
+    Case("scenarios-no-messages", scenarios_case([_scenario(messages=[])], "messages")),
+    Case("scenarios-only-blank-lines", scenarios_case(["   ", ""], "empty")),
+]
+
+ALL = QUANTIZE_SOURCE + QUANTIZE_OPTIONS + VARIANTS + PLANS + OPTIONS + SUITES + DATA
