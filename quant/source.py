@@ -127,7 +127,35 @@ def load_source(path: Path) -> SourceCheckpoint:
             )
         if PROJECTION.search(name) and len(info.shape) != 2:
             raise InputError(f"{path / info.shard}: tensor {name} has shape {list(info.shape)}; a Linear weight is 2-D")
+    _check_architecture(path / CONFIG_NAME, config, tensors)
     return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
+
+
+LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+EXPERT = re.compile(r"\.mlp\.experts\.(\d+)\.")
+
+
+def _check_architecture(config_path: Path, config: dict, tensors: dict[str, TensorInfo]) -> None:
+    """The config describes these tensors: it names a model type, and its layer and routed-expert counts
+    cover every layer and expert index the shards hold (a dense config over MoE tensors is refused)."""
+    for key, kind, what in (("model_type", str, "a string"), ("num_hidden_layers", int, "an integer")):
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            raise InputError(f"{config_path}: {key}: missing or not {what} (the model's config keys)")
+    layers = {int(m[1]) for name in tensors if (m := LAYER.match(name))}
+    if layers and max(layers) >= config["num_hidden_layers"]:
+        raise InputError(
+            f"{config_path}: num_hidden_layers {config['num_hidden_layers']} but the shards hold layer {max(layers)}"
+        )
+    experts = {int(m[1]) for name in tensors if (m := EXPERT.search(name))}
+    if experts:
+        routed = config.get("n_routed_experts")
+        if not isinstance(routed, int) or isinstance(routed, bool):
+            raise InputError(
+                f"{config_path}: n_routed_experts: missing, but the shards hold routed experts "
+                f"(model_type {config['model_type']!r} does not describe a MoE model)"
+            )
+        if max(experts) >= routed:
+            raise InputError(f"{config_path}: n_routed_experts {routed} but the shards hold expert {max(experts)}")
 
 
 def source_hashes(source: SourceCheckpoint) -> tuple[str, dict[str, str]]:

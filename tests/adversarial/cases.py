@@ -507,4 +507,14 @@ DATA = [
     Case("scenarios-only-blank-lines", scenarios_case(["   ", ""], "empty")),
 ]
 
-ALL = QUANTIZE_SOURCE + QUANTIZE_OPTIONS + VARIANTS + PLANS + OPTIONS + SUITES + DATA
+
+LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "num_hidden_layers": 4}
+ARCHITECTURE = [
+    Case("config-empty-object", on_source(write("config.json", "{}"), CFG, "model_type")),
+    Case("config-llama-over-moe-tensors", on_source(write("config.json", json.dumps(LLAMA)), CFG, "n_routed_experts")),
+    Case("config-too-few-layers", on_source(edit_config(num_hidden_layers=2), CFG, "num_hidden_layers")),
+    Case("config-too-few-experts", on_source(edit_config(n_routed_experts=8), CFG, "n_routed_experts")),
+    Case("config-layers-a-string", on_source(edit_config(num_hidden_layers="4"), CFG, "num_hidden_layers")),
+]
+
+ALL = QUANTIZE_SOURCE + QUANTIZE_OPTIONS + VARIANTS + PLANS + OPTIONS + SUITES + DATA + ARCHITECTURE
