@@ -1,7 +1,8 @@
 """Keys and tokens out of every message: what a server echoes back must not reach a log or the outbox.
 
 Bearer tokens, `api_key=...`/`token: ...` pairs, and the values of the environment variables named
-like keys (`*_API_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`) are replaced by `***`.
+like keys (`*KEY`, `*TOKEN`, `*SECRET`, `*PASSWORD`: where `--api-key-env` and `api_key_env` point) are
+replaced by `***`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import re
 
 HIDDEN = "***"
-SECRET_NAMES = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+SECRET_NAMES = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&}]+"),
