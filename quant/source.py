@@ -94,6 +94,7 @@ def load_source(path: Path) -> SourceCheckpoint:
     """Open a BF16 checkpoint directory and check it is whole, consistent and not yet quantized."""
     if not path.is_dir():
         raise InputError(f"{path}: not a checkpoint directory")
+    _check_links(path)
     _read_json(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
     config = _read_json(path / CONFIG_NAME)
     if "quantization_config" in config:
@@ -129,6 +130,22 @@ def load_source(path: Path) -> SourceCheckpoint:
             raise InputError(f"{path / info.shard}: tensor {name} has shape {list(info.shape)}; a Linear weight is 2-D")
     _check_architecture(path / CONFIG_NAME, config, tensors)
     return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
+
+
+def _check_links(path: Path) -> None:
+    """Files are read and copied only from inside the checkpoint: a top-level link pointing elsewhere is
+    refused (it would copy e.g. a file of your home folder into the output). Allowed: links inside the
+    folder, and a Hugging Face cache snapshot's links into its `blobs/` folder."""
+    root = path.resolve()
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".") or not entry.is_symlink():
+            continue
+        target = entry.resolve()
+        if not (target.is_relative_to(root) or (blobs is not None and target.is_relative_to(blobs))):
+            raise InputError(
+                f"{entry}: a link to {target}, outside the checkpoint; copy the file in or remove the link"
+            )
 
 
 LAYER = re.compile(r"^model\.layers\.(\d+)\.")

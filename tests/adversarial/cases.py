@@ -517,4 +517,23 @@ ARCHITECTURE = [
     Case("config-layers-a-string", on_source(edit_config(num_hidden_layers="4"), CFG, "num_hidden_layers")),
 ]
 
-ALL = QUANTIZE_SOURCE + QUANTIZE_OPTIONS + VARIANTS + PLANS + OPTIONS + SUITES + DATA + ARCHITECTURE
+
+
+def link_outside(name: str) -> Callable[[Path, Path], None]:
+    def mutate(tmp: Path, src: Path) -> None:
+        secret = tmp / "home" / "secret.txt"
+        secret.parent.mkdir()
+        secret.write_text("private")
+        (src / name).unlink(missing_ok=True)
+        (src / name).symlink_to(secret)
+
+    return mutate
+
+
+LINKS = [
+    Case("side-file-links-outside", on_source(link_outside("tokenizer_config.json"), "{src}/tokenizer_config.json",
+                                              "outside the checkpoint")),
+    Case("extra-file-links-outside", on_source(link_outside("notes.md"), "{src}/notes.md", "outside the checkpoint")),
+]
+
+ALL = QUANTIZE_SOURCE + QUANTIZE_OPTIONS + VARIANTS + PLANS + OPTIONS + SUITES + DATA + ARCHITECTURE + LINKS

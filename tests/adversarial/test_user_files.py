@@ -31,3 +31,17 @@ def test_a_manifest_that_is_not_utf8_is_one_line(refused, tmp_path: Path):
     checkpoint.mkdir()
     (checkpoint / "quantgate.json").write_bytes(b"\xff\xfe{}")
     refused(["inspect", checkpoint], str(checkpoint / "quantgate.json"))
+
+
+def test_a_hugging_face_cache_snapshot_with_links_into_blobs_is_read(run_cli, bundled_model: Path, tmp_path: Path):
+    """The cache's layout (snapshots/REV/FILE -> ../../blobs/HASH) is not a link outside the checkpoint."""
+    from quant.source import load_source
+
+    snapshot = tmp_path / "models--x" / "snapshots" / "rev"
+    snapshot.mkdir(parents=True)
+    blobs = tmp_path / "models--x" / "blobs"
+    blobs.mkdir()
+    for file in sorted(bundled_model.iterdir()):
+        (blobs / file.name).write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(Path("../../blobs") / file.name)
+    assert load_source(snapshot).shards == load_source(bundled_model).shards
