@@ -29,6 +29,7 @@ from harness.suites.base import SuiteConfig
 from harness.suites.loader import load_suite
 from harness.suites.paths import is_suite_file
 from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.errors import InputError
 from quantgate.core.record import ResultRecord, read_record
 from quantgate.gates.evaluate import GateReport
 from quantgate.nightly.build import build_variant, check_schemes
@@ -157,7 +158,10 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
 
     plan = load_plan(request.plan_path)
     configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}  # checked first
-    check_schemes(plan)
+    try:
+        check_schemes(plan)
+    except InputError as error:  # named with the plan file, like every other plan error
+        raise InputError(f"{request.plan_path}: {error}") from None
     nightly_id = request.nightly_id or default_nightly_id(plan)
     pairs = shard_of(matrix(plan), request.shard)
     in_process_only = [

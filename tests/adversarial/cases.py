@@ -375,7 +375,19 @@ def nightly_id_case(command: str) -> Callable:
     return make
 
 
+def nightly_plan(variant: str, *names: str) -> Callable:
+    def make(tmp: Path, src: Path) -> tuple[list, list[str]]:
+        plan = tmp / "plan.yaml"
+        plan.write_text(PLAN.format(name="p", model=src, variants=variant, suites="[perplexity]", gates=GATE))
+        argv = ["nightly", "--plan", plan, "--reports", tmp / "reports", "--tracking-uri", f"sqlite:///{tmp / 'db'}"]
+        return argv, [str(plan), *names]
+
+    return make
+
+
 OPTIONS = [
+    Case("nightly-unknown-scheme", nightly_plan("  - {name: x, scheme: w5a16, method: rtn, group: g}",
+                                                "variants.0.scheme", "w5a16")),
     Case("nightly-id-dotdot", nightly_id_case("nightly")),
     Case("report-nightly-id-dotdot", nightly_id_case("report")),
 ]
