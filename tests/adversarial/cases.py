@@ -470,6 +470,8 @@ SUITES = [
     Case("suite-twice", lambda tmp, src: (eval_argv(tmp, src, "perplexity", "--suite", "perplexity"), ["--suite"])),
     Case("eval-index-dotdot-shard", eval_model(shard_named("../victim.safetensors"), IDX, "weight_map.")),
     Case("eval-index-absolute-shard", eval_model(shard_named("{tmp}/victim.safetensors"), IDX, "weight_map.")),
+    Case("serve-index-dotdot-shard", lambda tmp, src: (shard_named("../victim.safetensors")(tmp, src), (
+        ["serve", "--model", src, "--print-command"], [f"{src}/{INDEX}", "weight_map."]))[1]),
     Case("eval-only-bin-weights", eval_model(only_bin_weights, "{src}", ".bin", "safetensors")),
     Case("eval-no-config", eval_model(remove("config.json"), "{src}")),
     Case("eval-threads-zero", eval_model(lambda tmp, src: None, "--threads", extra=("--threads", "0"))),
