@@ -1,8 +1,9 @@
 """The files a benchmark suite's local lm-eval tasks read, hashed, and whether they hold code.
 
-Every file under the suite's `include_path` (task YAMLs, `include`d YAMLs, any `!function` module)
-and every data file a task YAML names in `dataset_kwargs.data_files` (relative to the YAML's folder),
-resolved and hashed: changing an answer in a task's data changes the cache and result keys.
+Every file under the suite's `include_path` (task YAMLs, any `!function` module), a YAML they
+`include` from elsewhere, and every data file a task YAML names in `dataset_kwargs.data_files`
+(relative to the YAML's folder), resolved and hashed: changing an answer in a task's data changes the
+cache and result keys.
 
 lm-eval's `!function module.fn` runs Python from the task folder. A local task folder holding one is
 refused unless the suite opts in (`trust_task_code: true`); lm-eval's own registry tasks are trusted
@@ -81,10 +82,12 @@ def task_files(include_path: str, trust_task_code: bool) -> dict[str, str]:
                 f"trust_task_code: {path} runs task code ({FUNCTION_TAG} {functions[0]}); set "
                 "trust_task_code: true in the suite to allow it"
             )
-        data_files = (task.get("dataset_kwargs") or {}).get("data_files") if isinstance(
-            task.get("dataset_kwargs"), dict
-        ) else None
-        for name in _data_files(data_files):
+        for name in _data_files(task.get("include")):  # lm-eval's `include: other.yaml`, maybe elsewhere
+            included = path.parent / name
+            if included.is_file():
+                hashed[str(included.resolve())] = sha256_file(included)
+        dataset_kwargs = task.get("dataset_kwargs")
+        for name in _data_files(dataset_kwargs.get("data_files") if isinstance(dataset_kwargs, dict) else None):
             data = name if Path(name).is_absolute() else str((path.parent / name).resolve())
             if not Path(data).is_file():
                 raise InputError(f"include_path: {path}: dataset_kwargs.data_files: {name} not found ({data})")
