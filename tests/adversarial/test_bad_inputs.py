@@ -1,11 +1,13 @@
-"""At least 80 bad inputs (tests/adversarial/cases.py), each through the `quantgate` command in-process:
-exit status 2, exactly one line on stderr naming the file, field or tensor, and nothing written."""
+"""At least 80 bad inputs (checkpoint_cases.py, config_cases.py), each through the `quantgate` command
+in-process: exit status 2, exactly one line on stderr naming the file, field or tensor, nothing written."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.adversarial.cases import ALL
+from tests.adversarial import checkpoint_cases, config_cases
+
+ALL = checkpoint_cases.CASES + config_cases.CASES
 
 
 def test_there_are_at_least_80_cases():
