@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,14 +59,37 @@ class HalfUp(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def half_up_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HalfUp)
+class Stalled(HalfUp):
+    """Healthy, but every API request hangs past the client's timeout."""
+
+    def _answer(self) -> None:
+        if self.path.rstrip("/") != "/health":
+            time.sleep(STALL_S)
+        super()._answer()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+
+STALL_S = 3.0
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def half_up_server() -> Iterator[str]:
+    yield from _serve(HalfUp)
+
+
+@pytest.fixture
+def stalled_server() -> Iterator[str]:
+    yield from _serve(Stalled)
 
 
 @pytest.fixture
@@ -138,3 +162,16 @@ def test_sync_skips_and_names_a_corrupt_entry_and_uploads_the_rest(
     tags = [r.data.tags.get(names.TAG_NIGHTLY) for r in client.search_runs([experiment.experiment_id])]
     assert "n-b" in tags and "n-a" not in tags
     json.dumps(tags)
+
+
+def test_a_server_that_times_out_keeps_the_record(nightly, stalled_server, tmp_path, monkeypatch):
+    from quantgate.plan import load_plan
+    from quantgate.tracking.nightly_record import nightly_record
+    from quantgate.tracking.publish import deliver
+    from quantgate.tracking.store import TrackingStore
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    record = nightly_record(load_plan(nightly), [], "n-stalled", "pass")
+    delivery = deliver(TrackingStore(stalled_server, None), record, tmp_path / "state")
+    assert delivery.runs is None and "did not take the record" in delivery.message
+    assert outbox.pending(tmp_path / "state") == [delivery.outbox_entry]
