@@ -61,7 +61,7 @@ def change_every_answer(data: Path) -> None:
 
 
 def test_changed_task_answers_recompute_the_baseline_and_the_gate_follows(
-    run_cli, bundled_model, task_folder, tmp_path
+    run_cli, bundled_model, task_folder, tmp_path, capsys
 ):
     variant = tmp_path / "copy"  # the baseline's weights: a correct comparison shows no change at all
     shutil.copytree(bundled_model, variant)
@@ -90,6 +90,8 @@ def test_changed_task_answers_recompute_the_baseline_and_the_gate_follows(
     assert len(list(cache.iterdir())) == 2  # one entry per version of the data
     gate = run_cli(["gate", "--results", out, "--plan", plan])
     assert gate.code == 0, gate.out  # against a stale baseline the copy would lose accuracy and fail
+    with capsys.disabled():  # shown with -s: the numbers behind the verdict
+        print(f"\nbaseline tinyk2_mcq/acc {before:.3f} -> {accuracy(bundled_model.name):.3f} (recomputed)\n{gate.out}")
 
 
 def _keys(model: Path, suite: Path) -> tuple[str, str]:
