@@ -1,9 +1,11 @@
 """The baseline's measurements, cached on disk under a key of every input that can change them.
 
-Key: the checkpoint's identity (sha256 of its `quantgate.json`, or of its config, index and
-safetensors shards when it has no manifest), the suite's resolved config with each data file
-replaced by its sha256, the backend's numerical settings (backend, device, dtype, threads) and the
-CPU, and CACHE_VERSION (bumped when a suite's artifacts change format). An entry is a folder
+Key: the checkpoint's identity (quantgate.core.checkpoint.checkpoint_identity: its manifest and
+every other file, or every file when it has no manifest: weights, config, tokenizer, chat template,
+generation config), the suite's resolved config with each data file replaced by its sha256 and the
+sha256 of every other file the suite reads (lm-eval task YAMLs and their data), the backend's
+numerical settings (backend, device, dtype, threads) and the CPU, and CACHE_VERSION (bumped when a
+suite's artifacts or the key's inputs change). An entry is a folder
 `<kind>-<key>` holding the baseline's result record (quantgate.core.record, without comparison),
 `key.json` (the key's inputs), `samples.jsonl` and the suite's artifacts; it is
 written under a temporary name and renamed into place, so a killed run leaves no half entry.
@@ -20,22 +22,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.result_folder import result_record, write_json, write_jsonl
-from harness.suites.base import Measurement, SuiteConfig
+from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from quantgate.core.checkpoint import sha256_file
+from quantgate.core.leftovers import remove_dead_temporaries
 from quantgate.core.record import RESULT_FILE, SAMPLES_FILE, ModelRef, read_record, write_record
 
-CACHE_VERSION = 2  # 2: an entry holds the result record (1: measurement.json, never read again)
+# 3: the key covers a suite's other input files (lm-eval task YAMLs and data) and every checkpoint file
+CACHE_VERSION = 3
 KEY_INPUTS = "key.json"
 NUMERICAL_SETTINGS = ("backend", "device", "dtype", "threads")
 
 
 def config_identity(config: SuiteConfig) -> dict:
-    """The resolved config as JSON with each file path replaced by the file's sha256."""
+    """The resolved config as JSON with each file path replaced by the file's sha256, plus the sha256
+    of every other file the suite kind reads (`SuiteKind.inputs`)."""
     resolved = config.model_dump(mode="json")
     for field in type(config).model_fields:
         value = getattr(config, field)
         if isinstance(value, Path):
             resolved[field] = {"sha256": sha256_file(value)}
+    kind = suite_kind(config.kind)
+    if kind.inputs is not None:
+        resolved["input_files"] = kind.inputs(config)
     return resolved
 
 
@@ -81,11 +89,16 @@ class BaselineCache:
         final = self.entry(config, key)
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_dead_temporaries(self.root, ".*.tmp-*", ".tmp-")  # entries of killed runs
         tmp.mkdir(parents=True)
-        measurement = measure(tmp)
-        write_json(tmp / KEY_INPUTS, inputs)
-        write_record(tmp, result_record(model, config.model_dump(mode="json"), measurement, None, None))
-        write_jsonl(tmp / SAMPLES_FILE, measurement.samples)
+        try:
+            measurement = measure(tmp)
+            write_json(tmp / KEY_INPUTS, inputs)
+            write_record(tmp, result_record(model, config.model_dump(mode="json"), measurement, None, None))
+            write_jsonl(tmp / SAMPLES_FILE, measurement.samples)
+        except BaseException:  # a failed measurement leaves no temporary entry
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():  # another run finished the same entry first; it is equivalent
             shutil.rmtree(tmp)
         else:

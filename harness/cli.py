@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 from quantgate.core.errors import InputError
+from quantgate.core.paths import output_folder
+
+DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
 
 def default_cache_dir() -> Path:
@@ -122,10 +126,12 @@ def run_eval(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    if not DEVICE.fullmatch(args.device):
+        raise InputError(f"--device: {args.device!r} is not a torch device (cpu, cuda, cuda:N, mps)")
+    output_folder(args.out, option="--out")
+    if args.cache_dir is not None:
+        output_folder(args.cache_dir, option="--cache-dir")
     endpoints, baseline_endpoint = _endpoints(args), _baseline_endpoint(args)
-    if args.baseline is None:
-        print("quantgate eval: no --baseline: nothing will be compared; each model gets its own metrics only",
-              file=sys.stderr)  # fmt: skip
     request = EvalRequest(
         models=[] if endpoints else args.model,
         endpoints=endpoints,
@@ -144,4 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     for folder in evaluate(request):
         print(folder / RESULT_FILE)
+    if args.baseline is None:  # said once it has worked, so that an input error stays one line
+        print("quantgate eval: no --baseline, so nothing was compared: each model has its own metrics only",
+              file=sys.stderr)  # fmt: skip
     return 0

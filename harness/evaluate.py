@@ -26,8 +26,9 @@ from harness.backends.registry import BackendOptions, numerical_settings, open_b
 from harness.cache import BaselineCache, cache_key, cpu_name
 from harness.suites.base import Measurement, SuiteConfig, suite_kind
 from harness.suites.loader import load_suite
-from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.checkpoint import check_safetensors_weights, checkpoint_identity
 from quantgate.core.errors import InputError
+from quantgate.core.paths import path_component
 from quantgate.core.record import ModelRef
 
 DEFAULT_BATCH_SIZE = 8
@@ -95,6 +96,7 @@ def _checkpoint(path: Path, role: str) -> Checkpoint:
     path = path.resolve()
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a checkpoint directory (no config.json)")
+    check_safetensors_weights(path)  # shard names inside the folder, no pickles: before anything is loaded
     return Checkpoint(path, checkpoint_identity(path), role)
 
 
@@ -211,6 +213,9 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
     checkpoints = [_checkpoint(path, role) for path in request.models]
     checkpoints += [_endpoint_checkpoint(endpoint, role) for endpoint in request.endpoints]
     labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
+    for checkpoint in checkpoints + ([baseline] if baseline else []):
+        if checkpoint.endpoint is not None:  # its results folder is named after the served model
+            path_component(checkpoint.label, file="--served-model", field="results folder name")
     if len(set(labels)) != len(labels):
         raise InputError(f"--model/--baseline: two checkpoints or endpoints share a name ({', '.join(labels)})")
     baseline_measurements = _measure_baseline(request, baseline, suites, on_written) if baseline else {}

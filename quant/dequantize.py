@@ -28,7 +28,7 @@ from compressed_tensors.quantization import QuantizationConfig, QuantizationSche
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from quantgate.core.checkpoint import sha256_file
+from quantgate.core.checkpoint import read_weight_map, sha256_file
 from quantgate.core.errors import InputError
 from quantgate.core.manifest import DequantizedRecord, write_dequantized_record
 
@@ -74,12 +74,12 @@ def dequantize_checkpoint(source: Path, target: Path) -> Path:
         raise InputError(f"{target}: already exists")
     config = json.loads((source / "config.json").read_text())
     schemes = _schemes(config, source)
-    index = json.loads((source / INDEX).read_text())
+    source_map = read_weight_map(source)  # shard names inside `source`, checked before anything is written
     tmp = target.parent / f".{target.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     weight_map: dict[str, str] = {}
-    for shard in sorted(set(index["weight_map"].values())):
+    for shard in sorted(set(source_map.values())):
         with safe_open(source / shard, framework="pt") as handle:
             names = sorted(handle.keys())
             tensors = {name: handle.get_tensor(name) for name in names}

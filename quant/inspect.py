@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME
+from quantgate.core.checkpoint import CONFIG_NAME, read_weight_map
 from quantgate.core.errors import InputError
 from quantgate.core.families import group_of
 from quantgate.core.manifest import load_manifest
@@ -39,9 +39,8 @@ class GroupSummary:
 
 
 def _tensor_headers(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    index = json.loads((directory / INDEX_NAME).read_text())
     headers = {}
-    for shard in sorted(set(index["weight_map"].values())):
+    for shard in sorted(set(read_weight_map(directory).values())):
         with safe_open(directory / shard, framework="pt") as handle:
             for name in handle.keys():
                 tensor_slice = handle.get_slice(name)

@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantgate.core.checkpoint import INDEX_NAME, sha256_file
+from quantgate.core.checkpoint import read_weight_map, sha256_file
 from quantgate.core.errors import InputError
 
 DEFAULT_LOOKAHEAD_FRACTION = 0.25  # of the memory available when the hasher starts
@@ -68,10 +68,10 @@ def hash_file(path: Path) -> Hashed:
 def source_shards(model: Path) -> list[Path]:
     """The shard files a checkpoint's index names (none when the index is unreadable: load_source says why)."""
     try:
-        weight_map = json.loads((model / INDEX_NAME).read_text())["weight_map"]
-        return [model / name for name in sorted(set(weight_map.values()))]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        weight_map = read_weight_map(model)
+    except InputError:
         return []
+    return [model / name for name in sorted(set(weight_map.values()))]
 
 
 def start_hasher(model: Path, workers: int) -> SourceHasher:

@@ -76,7 +76,13 @@ def resolve_patterns(names: list[str] | tuple[str, ...], field: str) -> tuple[st
     for name in names:
         if name in MOE_GROUPS:
             resolved.append(MOE_GROUPS[name])
-        elif name.startswith("re:") or "." in name or name == LM_HEAD:
+        elif name.startswith("re:"):
+            try:
+                re.compile(name[3:])
+            except re.error as error:
+                raise InputError(f"{field}: {name!r} is not a valid regular expression ({error})") from None
+            resolved.append(name)
+        elif "." in name or name == LM_HEAD:
             resolved.append(name)
         else:
             raise InputError(

@@ -7,12 +7,13 @@ one tensor at a time, by the shard writer.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, read_weight_map, sha256_file
 from quantgate.core.errors import InputError
 
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
@@ -24,6 +25,10 @@ QUANTIZED_SUFFIXES = (
     ".weight_global_scale",
     ".weight_scale_inv",
 )
+
+
+WEIGHT_DTYPES = frozenset({"BF16", "F16", "F32"})
+PROJECTION = re.compile(r"_proj(_with_mqa)?\.weight$")  # a Linear layer's weight in DeepSeek-V3 / Kimi K2 names
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,16 @@ class SourceCheckpoint:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:  # a directory, unreadable
+        raise InputError(f"{path}: unreadable ({error.strerror})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a JSON object (got {type(data).__name__})")
+    return data
 
 
 def _read_header(shard_path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -84,14 +94,14 @@ def load_source(path: Path) -> SourceCheckpoint:
     """Open a BF16 checkpoint directory and check it is whole, consistent and not yet quantized."""
     if not path.is_dir():
         raise InputError(f"{path}: not a checkpoint directory")
+    _check_links(path)
+    _read_json(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
     config = _read_json(path / CONFIG_NAME)
     if "quantization_config" in config:
-        method = config["quantization_config"].get("quant_method", "unknown")
+        quantization = config["quantization_config"]
+        method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else quantization
         raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
-    index = _read_json(path / INDEX_NAME)
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise InputError(f"{path / INDEX_NAME}: no weight_map")
+    weight_map = read_weight_map(path)  # every shard a plain file name inside `path`
 
     tensors: dict[str, TensorInfo] = {}
     shards = tuple(sorted(set(weight_map.values())))
@@ -111,7 +121,58 @@ def load_source(path: Path) -> SourceCheckpoint:
     for name, info in sorted(tensors.items()):
         if name.endswith(QUANTIZED_SUFFIXES) or info.dtype.startswith(("F8", "I8", "U8", "I32")):
             raise InputError(f"{path / info.shard}: tensor {name} ({info.dtype}) is already quantized")
+        if info.dtype not in WEIGHT_DTYPES:
+            raise InputError(
+                f"{path / info.shard}: tensor {name} has dtype {info.dtype}; a BF16 source holds "
+                f"{', '.join(sorted(WEIGHT_DTYPES))} tensors"
+            )
+        if PROJECTION.search(name) and len(info.shape) != 2:
+            raise InputError(f"{path / info.shard}: tensor {name} has shape {list(info.shape)}; a Linear weight is 2-D")
+    _check_architecture(path / CONFIG_NAME, config, tensors)
     return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
+
+
+def _check_links(path: Path) -> None:
+    """Files are read and copied only from inside the checkpoint: a top-level link pointing elsewhere is
+    refused (it would copy e.g. a file of your home folder into the output). Allowed: links inside the
+    folder, and a Hugging Face cache snapshot's links into its `blobs/` folder."""
+    root = path.resolve()
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".") or not entry.is_symlink():
+            continue
+        target = entry.resolve()
+        if not (target.is_relative_to(root) or (blobs is not None and target.is_relative_to(blobs))):
+            raise InputError(
+                f"{entry}: a link to {target}, outside the checkpoint; copy the file in or remove the link"
+            )
+
+
+LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+EXPERT = re.compile(r"\.mlp\.experts\.(\d+)\.")
+
+
+def _check_architecture(config_path: Path, config: dict, tensors: dict[str, TensorInfo]) -> None:
+    """The config describes these tensors: it names a model type, and its layer and routed-expert counts
+    cover every layer and expert index the shards hold (a dense config over MoE tensors is refused)."""
+    for key, kind, what in (("model_type", str, "a string"), ("num_hidden_layers", int, "an integer")):
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            raise InputError(f"{config_path}: {key}: missing or not {what} (the model's config keys)")
+    layers = {int(m[1]) for name in tensors if (m := LAYER.match(name))}
+    if layers and max(layers) >= config["num_hidden_layers"]:
+        raise InputError(
+            f"{config_path}: num_hidden_layers {config['num_hidden_layers']} but the shards hold layer {max(layers)}"
+        )
+    experts = {int(m[1]) for name in tensors if (m := EXPERT.search(name))}
+    if experts:
+        routed = config.get("n_routed_experts")
+        if not isinstance(routed, int) or isinstance(routed, bool):
+            raise InputError(
+                f"{config_path}: n_routed_experts: missing, but the shards hold routed experts "
+                f"(model_type {config['model_type']!r} does not describe a MoE model)"
+            )
+        if max(experts) >= routed:
+            raise InputError(f"{config_path}: n_routed_experts {routed} but the shards hold expert {max(experts)}")
 
 
 def source_hashes(source: SourceCheckpoint) -> tuple[str, dict[str, str]]:

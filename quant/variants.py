@@ -23,12 +23,15 @@ from typing import Annotated, Literal
 from compressed_tensors.config import CompressionFormat
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
-from pydantic import Discriminator, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from quant.schemes import LINEAR_TARGET, Scheme, get_scheme, make_scheme, preset, resolve_patterns
 from quantgate.core.errors import InputError
+from quantgate.core.paths import PathName
 from quantgate.core.strict import StrictModel
-from quantgate.core.typed_yaml import load_typed_yaml
+from quantgate.core.typed_yaml import describe, load_typed_yaml
+
+BIT_WIDTHS = {"int": (2, 3, 4, 5, 6, 7, 8), "float": (4, 6, 8, 16)}  # per QuantizationType
 
 
 class RegisteredVariant(StrictModel):
@@ -36,11 +39,11 @@ class RegisteredVariant(StrictModel):
 
 
 class CustomVariant(StrictModel):
-    name: str
+    name: PathName  # names its checkpoint folder
     preset: str | None = None  # a compressed-tensors preset name (W4A16, FP8_BLOCK, ...)
     weights: QuantizationArgs | None = None
     input_activations: QuantizationArgs | None = None
-    group_size: int | None = None  # overrides the weights' group size
+    group_size: int | None = Field(None, ge=1)  # overrides the weights' group size
     targets: list[str] = [LINEAR_TARGET]  # "Linear", MoE group names or raw patterns
     ignore: list[str] = ["lm_head"]  # MoE group names or raw patterns
     format: CompressionFormat | None = None
@@ -51,6 +54,15 @@ class CustomVariant(StrictModel):
             raise ValueError("give exactly one of 'preset' and 'weights'")
         if self.preset is not None and self.input_activations is not None:
             raise ValueError("'input_activations' comes from the preset; give 'weights' instead of 'preset'")
+        for field, args in (("weights", self.weights), ("input_activations", self.input_activations)):
+            kind = str(getattr(args.type, "value", args.type)) if args is not None else ""
+            if args is not None and args.num_bits not in BIT_WIDTHS.get(kind, ()):
+                raise ValueError(
+                    f"{field}.num_bits {args.num_bits} is not a {kind} width compressed-tensors packs "
+                    f"({', '.join(map(str, BIT_WIDTHS.get(kind, ())))})"
+                )
+            if args is not None and args.group_size is not None and args.group_size < 1:
+                raise ValueError(f"{field}.group_size must be at least 1, got {args.group_size}")
         return self
 
     def to_scheme(self) -> Scheme:
@@ -92,8 +104,8 @@ class VariantsFile(StrictModel):
     version: Literal[1]
     model: Path
     output_root: Path | None = None
-    workers: int = 1
-    variants: list[Variant]
+    workers: int = Field(1, ge=1)
+    variants: list[Variant] = Field(min_length=1)
 
     def schemes(self) -> list[Scheme]:
         return [
@@ -104,9 +116,14 @@ class VariantsFile(StrictModel):
 def load_variants(path: Path) -> VariantsFile:
     variants = load_typed_yaml(path, VariantsFile, hidden_loc=("registered", "custom"))
     try:
-        variants.schemes()  # resolve every variant now, so that a bad one names this file
+        schemes = variants.schemes()  # resolve every variant now, so that a bad one names this file
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
+    except ValidationError as error:  # compressed-tensors' own models, built from this file's values
+        raise InputError(f"{path}: {describe(error)}") from None
+    names = [s.name for s in schemes]
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise InputError(f"{path}: variants: {duplicates[0]!r} given twice (one checkpoint folder each)")
     base = path.parent
     return variants.model_copy(
         update={

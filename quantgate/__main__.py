@@ -1,6 +1,8 @@
-"""`python -m quantgate`: the same as the `quantgate` command."""
+"""`python -m quantgate`: the same as the `quantgate` command, exit status included."""
+
+import sys
 
 from quantgate.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

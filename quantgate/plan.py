@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 
 from harness.suites.paths import suite_entry_name
 from quantgate.core.errors import InputError
+from quantgate.core.paths import PathName, component_problem
 from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import load_typed_yaml
 
@@ -52,7 +53,7 @@ class PlanEndpoint(StrictModel):
 
 
 class PlanVariant(StrictModel):
-    name: str = Field(min_length=1)
+    name: PathName
     scheme: str | None = None  # a registered scheme name (quant/schemes.py); not for an endpoint
     method: Literal["rtn", "gptq"] | None = None
     endpoint: PlanEndpoint | None = None  # instead of a checkpoint made by the nightly
@@ -61,7 +62,7 @@ class PlanVariant(StrictModel):
     canary: bool = False
     # folder name of its checkpoint, which is what result folders are named after;
     # default: quant's default output name, "<model folder>-<scheme>-<method>"
-    checkpoint: str | None = None
+    checkpoint: PathName | None = None
 
     @model_validator(mode="after")
     def _checkpoint_or_endpoint(self) -> PlanVariant:
@@ -96,10 +97,11 @@ class SignificanceThreshold(StrictModel):
 class Gate(StrictModel):
     metric: str  # "<suite>.<metric>"
     groups: list[str] | None = None  # None: every group
-    min_recovery: float | None = None  # percent
-    max_difference: float | None = Field(default=None, ge=0)  # largest allowed regression, metric units
-    max_value: float | None = None
-    min_value: float | None = None
+    min_recovery: float | None = Field(default=None, allow_inf_nan=False)  # percent
+    # largest allowed regression, metric units
+    max_difference: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_value: float | None = Field(default=None, allow_inf_nan=False)
+    min_value: float | None = Field(default=None, allow_inf_nan=False)
     no_significant_regression: SignificanceThreshold | None = None
 
     @model_validator(mode="after")
@@ -126,7 +128,7 @@ class Gate(StrictModel):
 
 class Plan(StrictModel):
     version: Literal[1]
-    name: str = Field(min_length=1)
+    name: PathName  # names the state and report folders
     model: Path
     variants: list[PlanVariant] = Field(min_length=1)
     suites: list[str] = Field(min_length=1)
@@ -137,6 +139,21 @@ class Plan(StrictModel):
         names = [v.name for v in self.variants]
         if duplicates := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"variant names repeat: {', '.join(duplicates)}")
+        folders: dict[str, str] = {self.model.name: "the baseline"}
+        for index, variant in enumerate(self.variants):
+            folder = self.checkpoint_name(variant)
+            if (reason := component_problem(folder)) is not None:
+                field = "checkpoint" if variant.checkpoint or variant.endpoint is None else "endpoint.model"
+                raise ValueError(f"variants.{index}.{field}: its folder name {folder!r} {reason}")
+            if folder in folders:
+                raise ValueError(
+                    f"variants.{index}: {variant.name!r} and {folders[folder]} share the checkpoint folder "
+                    f"{folder!r}; give one of them its own 'checkpoint'"
+                )
+            folders[folder] = repr(variant.name)
+        suites = self.suite_names
+        if duplicates := sorted({n for n in suites if suites.count(n) > 1}):
+            raise ValueError(f"suites: {', '.join(duplicates)} listed twice")
         groups = sorted({v.group for v in self.variants})
         for gate in self.gates:
             if gate.suite not in self.suite_names:

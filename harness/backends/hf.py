@@ -39,7 +39,9 @@ class HFBackend:
             torch.set_num_threads(threads)
         self.model_dir, self.dtype, self.device, self.batch_size = Path(model_dir), dtype, device, batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=DTYPES[dtype]).eval()
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_dir, dtype=DTYPES[dtype], use_safetensors=True  # never unpickle a .bin
+        ).eval()
         _upcast(model, DTYPES[dtype])  # packed integer weights (weight_packed, ...) are left as they are
         with torch.no_grad():  # compressed Linear modules (not the fused experts) decompress on their first forward
             model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]]))

@@ -28,11 +28,17 @@ from typing import Any
 
 import requests
 
+from quantgate.core.redact import redact
+
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 class EndpointError(RuntimeError):
-    """Requests that still failed after every retry (the others were journalled)."""
+    """Requests that still failed after every retry (the others were journalled). A server that echoes
+    the API key in its error body does not get it into the message: keys and tokens are redacted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ A kind whose variant measurement needs the baseline's artifacts in hand also set
   measure_against(config, backend, out_dir, baseline) -> Measurement
 (perplexity: the variant's log-probabilities are gathered at the baseline's top-k token ids, as
 llama.cpp's `--kl-divergence` reads its base file); the runner uses it for variants when set.
+
+A kind that reads files its config does not name as Path fields sets
+  inputs(config) -> {file: sha256}
+(benchmark: every task YAML under `include_path` and each data file they name), so that a changed
+file changes the baseline cache key and the nightly's result key.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from typing import Any
 
 from harness.backends.base import Backend
 from quantgate.core.metrics import Metric
+from quantgate.core.paths import PathName
 from quantgate.core.strict import StrictModel
 
 
 class SuiteConfig(StrictModel):
     """Common fields; each kind subclasses it. Unknown keys are rejected."""
 
-    name: str
+    name: PathName  # names its results folder
     kind: str
     version: int
 
@@ -48,6 +54,11 @@ class SuiteKind:
     measure: Callable[[SuiteConfig, Backend, Path], Measurement]
     compare: Callable[[SuiteConfig, Measurement, Measurement], list[Metric]]
     measure_against: Callable[[SuiteConfig, Backend, Path, Measurement], Measurement] | None = None
+    # files the suite reads that are not Path fields of its config (e.g. lm-eval task YAMLs and their
+    # data): name -> sha256, part of every cache and result key
+    inputs: Callable[[SuiteConfig], dict[str, str]] | None = None
+    # checks of its data files at load time (before any model): raises InputError
+    validate: Callable[[SuiteConfig], None] | None = None
 
 
 SUITE_KINDS: dict[str, SuiteKind] = {}

@@ -19,7 +19,7 @@ from pydantic import Field
 from harness.backends.base import Backend
 from harness.paired import binomial_stderr, paired_metrics
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
-from harness.suites.paths import suite_data_path
+from harness.suites.task_files import include_folder, task_files
 from quantgate.core.metrics import Metric
 from quantgate.core.strict import StrictModel
 
@@ -38,6 +38,7 @@ class BenchmarkSuiteConfig(SuiteConfig):
     num_fewshot: int | None = Field(None, ge=0)
     batch_size: int = Field(8, ge=1)  # "auto" probes batch sizes and is slower on CPU
     seed: int = 1234
+    trust_task_code: bool = False  # allow lm-eval `!function` code in the include_path's task YAMLs
 
 
 def _absolute_data_files(data_files: Any, folder: Path) -> Any:
@@ -122,7 +123,8 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    include_path = suite_data_path(config.include_path).resolve()
+    task_files(config.include_path, config.trust_task_code)  # refuses task code unless trusted
+    include_path = include_folder(config.include_path)
     # Indexing lm-eval's whole registry takes ~20 s: only done when a task is not a local one.
     manager = TaskManager(include_path=str(include_path), include_defaults=False)
     if any(task.name not in manager.task_index for task in config.tasks):
@@ -188,4 +190,8 @@ def compare(config: BenchmarkSuiteConfig, variant: Measurement, baseline: Measur
     return metrics
 
 
-BENCHMARK_SUITE = register_suite(SuiteKind("benchmark", BenchmarkSuiteConfig, measure, compare))
+def inputs(config: BenchmarkSuiteConfig) -> dict[str, str]:
+    return task_files(config.include_path, config.trust_task_code)
+
+
+BENCHMARK_SUITE = register_suite(SuiteKind("benchmark", BenchmarkSuiteConfig, measure, compare, inputs=inputs))

@@ -54,7 +54,15 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
     except ValidationError as error:
         message = describe(error, config_class=kind.config_class, prefix=(str(raw["name"]),))
         raise InputError(f"{path}: {message}") from None
-    return config.model_copy(update=_resolved_paths(config, path))
+    config = config.model_copy(update=_resolved_paths(config, path))
+    if kind.inputs is not None:  # every other file it reads is there, and runs no code it was not allowed to
+        try:
+            kind.inputs(config)
+        except InputError as error:
+            raise InputError(f"{path}: {config.name}.{error}") from None
+    if kind.validate is not None:  # its data, line by line (errors name the data file and line)
+        kind.validate(config)
+    return config
 
 
 def _is_path_field(annotation: object) -> bool:
@@ -73,5 +81,7 @@ def _resolved_paths(config: SuiteConfig, suite_file: Path) -> dict[str, Path]:
         if found is None:
             tried = " or ".join(str(c) for c in candidates)
             raise InputError(f"{suite_file}: {config.name}.{field}: data file not found ({tried})")
+        if not found.read_bytes().strip():
+            raise InputError(f"{suite_file}: {config.name}.{field}: data file {found} is empty")
         resolved[field] = found
     return resolved

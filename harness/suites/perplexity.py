@@ -161,6 +161,9 @@ def _collect(
         raise InputError(f"{config.data}: the model tokenizes the text differently from the baseline")
     baseline_ids = baseline["kept_ids"].long() if baseline is not None and "kept_ids" in baseline else None
     keep = config.top_k if baseline is None else getattr(backend, "max_top_k", None)
+    tokenizer = getattr(backend, "tokenizer", None)
+    if baseline is None and keep is not None and tokenizer is not None and keep > len(tokenizer):
+        raise InputError(f"suite {config.name}: top_k {keep} exceeds the model's vocabulary ({len(tokenizer)} tokens)")
     starts = torch.tensor([0] + [w.scored for w in windows]).cumsum(0).tolist()  # each window's first token
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].tokens))
     reduced: list[dict[str, torch.Tensor]] = [{}] * len(windows)

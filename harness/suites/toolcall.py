@@ -23,6 +23,7 @@ from harness.toolcall.k2vv import K2VV_RESULTS, read_requests, read_results, req
 from harness.toolcall.loop import Episode, Generate, detect_parser, run_episodes
 from harness.toolcall.metrics import compare_metrics, k2vv_reference_metrics, measure_metrics, task_success
 from harness.toolcall.parsers import PARSERS, parser_for
+from harness.toolcall.scenarios import read_scenarios
 from harness.tools.environment import ToolEnvironment
 from harness.tools.schemas import TOOL_SCHEMAS
 from quantgate.core.errors import InputError
@@ -63,10 +64,6 @@ class ToolcallSuiteConfig(SuiteConfig):
         return self
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _scenario_episode(scenario: dict[str, Any], sample: int) -> Episode:
     return Episode(
         episode_id=scenario["id"],
@@ -94,7 +91,7 @@ def _generator(config: ToolcallSuiteConfig, backend: Backend) -> Generate:
 
 def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Measurement:
     scenarios = (
-        _read_jsonl(suite_data_path(config.scenarios_file))[: config.limit] if config.scenarios_file else []
+        read_scenarios(suite_data_path(config.scenarios_file))[: config.limit] if config.scenarios_file else []
     )
     request_file = read_requests(suite_data_path(config.requests_file)) if config.requests_file else None
     requests = request_file.requests[: config.limit] if request_file else []
@@ -165,4 +162,9 @@ def compare(config: ToolcallSuiteConfig, variant: Measurement, baseline: Measure
     return compare_metrics(baseline.samples, variant.samples)
 
 
-TOOLCALL_SUITE = register_suite(SuiteKind("toolcall", ToolcallSuiteConfig, measure, compare))
+def validate(config: ToolcallSuiteConfig) -> None:
+    if config.scenarios_file is not None:
+        read_scenarios(config.scenarios_file)
+
+
+TOOLCALL_SUITE = register_suite(SuiteKind("toolcall", ToolcallSuiteConfig, measure, compare, validate=validate))

@@ -37,10 +37,12 @@ from quantgate.core.manifest import (
     OutputFile,
     ResolvedScheme,
     SourceIdentity,
+    check_replaceable,
     is_complete,
     load_manifest,
     write_manifest,
 )
+from quantgate.core.paths import output_folder
 
 LAYER_DIR = ".gptq-layers"
 SAFETENSORS_METADATA = {"format": "pt"}
@@ -62,6 +64,7 @@ class Target:
 def prepare_target(target: Target) -> Outcome | None:
     """A matching finished checkpoint (returned: reuse it), or a fresh scratch directory (None)."""
     path = target.path
+    output_folder(path, option="--out")
     if path.exists() and not (path / MANIFEST_NAME).is_file():
         raise InputError(f"{path}: exists and is not a quantgate checkpoint (no {MANIFEST_NAME})")
     if path.exists():
@@ -74,6 +77,7 @@ def prepare_target(target: Target) -> Outcome | None:
             and is_complete(path, existing)
         ):  # fmt: skip
             return Outcome(path=path, reused=True, manifest=existing)
+        check_replaceable(path, existing)  # before any work: never delete what the user put there
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}{TMP_MARKER}*"):
         pid = stale.name.rsplit(TMP_MARKER, 1)[-1]

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from quantgate.core.errors import InputError
+from quantgate.core.paths import path_component
 
 
 def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,8 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"--{option} must be at least 1, got {value}")
+    if args.nightly_id is not None:  # names the report's folder
+        path_component(args.nightly_id, file="--nightly-id", field="nightly id")
     shard = parse_shard(args.shard)
     quiet_library_progress()
     outcome = run_nightly(

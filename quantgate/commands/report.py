@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from quantgate.core.errors import InputError
+from quantgate.core.paths import path_component
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,9 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.nightly and args.nightly_id:
         raise InputError("--nightly-id goes with --results; --nightly already names the nightly")
+    for option in ("nightly", "nightly_id"):  # names the report's folder
+        if getattr(args, option) is not None:
+            path_component(getattr(args, option), file=f"--{option.replace('_', '-')}", field="nightly id")
     plan = load_plan(args.plan)
     store = resolve_store(args.tracking_uri)
     if args.nightly:

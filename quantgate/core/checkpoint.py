@@ -12,6 +12,9 @@ import math
 import os
 from pathlib import Path
 
+from quantgate.core.errors import InputError
+from quantgate.core.paths import path_component
+
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
 MANIFEST_NAME = "quantgate.json"  # written by quant/ beside a checkpoint's weights (quantgate.core.manifest)
@@ -29,18 +32,67 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_weight_map(model_dir: Path) -> dict[str, str]:
+    """The index's tensor name -> shard file name, each shard a plain file name inside `model_dir`.
+
+    A missing, unreadable or malformed index, or a shard name that is a path (`../x`, `/x`, `a/b`),
+    is an InputError naming the index and the tensor, before any shard is opened or written.
+    """
+    path = model_dir / INDEX_NAME
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:  # a directory, a parent that is a file, unreadable
+        raise InputError(f"{path}: unreadable ({error.strerror})") from None
+    if not isinstance(index, dict):
+        raise InputError(f"{path}: not a JSON object (got {type(index).__name__})")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{path}: no weight_map (an object of tensor name -> shard file)")
+    for name, shard in weight_map.items():
+        path_component(shard, file=path, field=f"weight_map.{name}")
+    return weight_map
+
+
+def check_safetensors_weights(model_dir: Path) -> None:
+    """The checkpoint's weights are safetensors inside `model_dir` (never pickles, never outside it).
+
+    Sharded: the index is read and every shard name checked (`read_weight_map`). A folder holding
+    only `.bin` (pickle) weights is refused with how to convert it: quantgate runs no code from data.
+    """
+    if (model_dir / INDEX_NAME).exists():
+        read_weight_map(model_dir)
+        return
+    if (model_dir / "model.safetensors").is_file():
+        return
+    if any(model_dir.glob("*.bin")):
+        raise InputError(
+            f"{model_dir}: only .bin (pickle) weights; quantgate loads safetensors only: convert once with "
+            f"transformers (AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True))"
+        )
+    raise InputError(f"{model_dir}: no weights ({INDEX_NAME} or model.safetensors)")
+
+
 def checkpoint_identity(model_dir: Path) -> str:
-    """sha256 of the manifest (it lists every file's sha256), else of config, index and shards."""
-    if (model_dir / MANIFEST_NAME).is_file():
-        return "manifest:" + sha256_file(model_dir / MANIFEST_NAME)
+    """sha256 over every file the checkpoint is read from.
+
+    A quantgate checkpoint: its manifest (which lists every weight shard's sha256) and every other
+    top-level file as it is now (tokenizer, chat template, generation config: edited after the build,
+    they still change the identity). Any other checkpoint: every top-level file, weights included
+    (`.safetensors`, `.bin`, config, index, tokenizer, templates). Hidden files are not read.
+    """
+    manifest = (model_dir / MANIFEST_NAME).is_file()
     digest = hashlib.sha256()
-    for path in (
-        sorted(model_dir.glob("*.safetensors"))
-        + [model_dir / "config.json"]
-        + sorted(model_dir.glob("*.safetensors.index.json"))
-    ):
+    for path in sorted(model_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if manifest and path.suffix == ".safetensors":
+            continue  # their sha256 is in the manifest
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
-    return "files:" + digest.hexdigest()
+    return ("manifest:" if manifest else "files:") + digest.hexdigest()
 
 
 def safetensors_header(shard: Path) -> dict:

@@ -73,13 +73,31 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 def load_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST_NAME
     try:
-        return Manifest.model_validate_json(path.read_text())
+        return Manifest.model_validate_json(path.read_bytes())  # invalid UTF-8 is a ValidationError too
     except FileNotFoundError:
         raise InputError(f"{path}: missing (not a quantgate checkpoint)") from None
+    except OSError as error:
+        raise InputError(f"{path}: unreadable ({error.strerror})") from None
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         raise InputError(f"{path}: field {field!r}: {first['msg']}") from None
+
+
+def check_replaceable(directory: Path, manifest: Manifest) -> None:
+    """An old quantgate checkpoint may be replaced only when it holds nothing but what quantgate wrote
+    (its manifest and the files it lists); anything else is the user's and is named, never deleted."""
+    foreign = sorted(
+        path.relative_to(directory).as_posix()
+        for path in directory.rglob("*")
+        if not path.is_dir() and path.relative_to(directory).as_posix() not in {*manifest.files, MANIFEST_NAME}
+    )
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise InputError(
+            f"{directory}: an old quantgate checkpoint holding files quantgate did not write "
+            f"({', '.join(foreign[:3])}{more}); move them away or choose another --out"
+        )
 
 
 def is_complete(directory: Path, manifest: Manifest) -> bool:

@@ -20,6 +20,10 @@ def read_yaml_mapping(path: Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: missing") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a directory, not a YAML file") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):

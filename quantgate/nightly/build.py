@@ -47,14 +47,17 @@ def check_schemes(plan: Plan) -> None:
     """Fail before any work when a variant names an unknown scheme or method."""
     from quant.schemes import get_scheme
 
-    for variant in plan.variants:
+    for index, variant in enumerate(plan.variants):
         if variant.endpoint is not None:
             continue  # served elsewhere: nothing to build
         if variant.method not in BUILDERS:
             raise InputError(
-                f"variant {variant.name!r}: no builder for method {variant.method!r}; known: {', '.join(BUILDERS)}"
+                f"variants.{index}.method: no builder for method {variant.method!r}; known: {', '.join(BUILDERS)}"
             )
-        get_scheme(variant.scheme)
+        try:
+            get_scheme(variant.scheme)
+        except InputError as error:
+            raise InputError(f"variants.{index}.scheme: {error}") from None
 
 
 def build_variant(plan: Plan, variant: PlanVariant, root: Path, workers: int = 1) -> tuple[Path, bool]:

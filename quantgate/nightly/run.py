@@ -29,6 +29,7 @@ from harness.suites.base import SuiteConfig
 from harness.suites.loader import load_suite
 from harness.suites.paths import is_suite_file
 from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.errors import InputError
 from quantgate.core.record import ResultRecord, read_record
 from quantgate.gates.evaluate import GateReport
 from quantgate.nightly.build import build_variant, check_schemes
@@ -128,8 +129,8 @@ def _measure(
             started = time.perf_counter()
 
         is_baseline = checkpoint == plan.baseline_name
-        evaluate(
-            EvalRequest(
+        try:
+            request_for_pairs = EvalRequest(
                 models=[] if is_baseline or endpoint is not None else [paths[checkpoint]],
                 endpoints=[] if endpoint is None else [_endpoint(plan, endpoint, request.plan_path)],
                 suites=[suite_ref(request.plan_path, p.suite) for p in todo],
@@ -138,10 +139,10 @@ def _measure(
                 baseline=plan.model,
                 threads=request.threads,
                 write_baseline=is_baseline,  # a variant's run reads the baseline from cache, writes nothing of it
-            ),
-            on_written=adopt,
-        )
-        shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
+            )
+            evaluate(request_for_pairs, on_written=adopt)
+        finally:  # a failed run leaves no scratch (a killed one's is removed by the next nightly)
+            shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
         gc.collect()
     return folders, measured
 
@@ -157,7 +158,10 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
 
     plan = load_plan(request.plan_path)
     configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}  # checked first
-    check_schemes(plan)
+    try:
+        check_schemes(plan)
+    except InputError as error:  # named with the plan file, like every other plan error
+        raise InputError(f"{request.plan_path}: {error}") from None
     nightly_id = request.nightly_id or default_nightly_id(plan)
     pairs = shard_of(matrix(plan), request.shard)
     in_process_only = [

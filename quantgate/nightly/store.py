@@ -20,6 +20,7 @@ from pathlib import Path
 from harness.cache import cache_key
 from harness.suites.base import SuiteConfig
 from quantgate import __version__
+from quantgate.core.leftovers import remove_dead_temporaries
 from quantgate.core.record import RESULT_FILE
 
 
@@ -56,5 +57,6 @@ class ResultStore:
         """A fresh folder on the store's filesystem for `quantgate eval` to write into."""
         path = self.root / f".scratch-{os.getpid()}"
         shutil.rmtree(path, ignore_errors=True)
+        remove_dead_temporaries(self.root, ".scratch-*", ".scratch-")  # of killed nightlies
         path.mkdir(parents=True)
         return path

@@ -31,6 +31,20 @@ TREND_NIGHTLIES = 10
 def _history(data: ReportData, store: TrackingStore) -> None:
     """Trends and changes against earlier nightlies in MLflow, this nightly's values from its records
     in hand (it is logged after its report); what could not be read is said in the report, not raised."""
+    from mlflow.exceptions import MlflowException
+
+    from quantgate.tracking.store import failure_reason, reachable
+
+    if not reachable(store):
+        data.tracking_note = f"tracking server {store.uri} unreachable: no history in this report"
+        return
+    try:
+        _read_history(data, store)
+    except (MlflowException, OSError) as error:  # a half-up server, a timeout: the report is still written
+        data.tracking_note = f"tracking server {store.uri} failed ({failure_reason(error)}): no history in this report"
+
+
+def _read_history(data: ReportData, store: TrackingStore) -> None:
     from quantgate.tracking import names
     from quantgate.tracking.history import (
         changes_between,
@@ -39,11 +53,8 @@ def _history(data: ReportData, store: TrackingStore) -> None:
         record_values,
         trends,
     )
-    from quantgate.tracking.store import client, reachable
+    from quantgate.tracking.store import client
 
-    if not reachable(store):
-        data.tracking_note = f"tracking server {store.uri} unreachable: no history in this report"
-        return
     mlflow = client(store)
     labels = {data.plan.checkpoint_name(v): v.name for v in data.plan.variants}
     current = record_values(list(data.results.values()), labels)

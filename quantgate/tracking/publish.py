@@ -1,19 +1,22 @@
-"""Deliver nightly records: to MLflow when it can be reached, else to the outbox; and `sync` it.
+"""Deliver nightly records: to MLflow when it takes them, else to the outbox; and `sync` it.
 
-The caller is always told which happened (`Delivery.message`). A record is written to the outbox
-when the server does not answer its health check, or stops answering while the record is logged
-(logging is idempotent, so a half-uploaded record is safe to send again).
+The caller is always told which happened (`Delivery.message`), and why a record went to the outbox.
+Every kind of tracking failure keeps the record: a server that does not answer its health check, a
+half-up one (health 200, API 5xx), a timeout, an error while the record is being logged (logging is
+idempotent, so a half-uploaded record is safe to send again). `sync` uploads the outbox oldest first;
+an entry it cannot read is skipped and named, and the others are still uploaded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantgate.core.errors import InputError
 from quantgate.tracking import outbox
 from quantgate.tracking.log import NightlyRuns, log_nightly
 from quantgate.tracking.nightly_record import NightlyRecord
-from quantgate.tracking.store import TrackingStore, client, reachable, state_dir
+from quantgate.tracking.store import TrackingStore, client, failure_reason, reachable, state_dir
 
 
 @dataclass(frozen=True)
@@ -23,62 +26,66 @@ class Delivery:
     message: str
 
 
-def _connection_lost(store: TrackingStore, error: Exception) -> bool:
+def _try_log(store: TrackingStore, record: NightlyRecord) -> NightlyRuns | str:
+    """The runs, or why the server did not take the record (down, half up, timing out, failing mid-way)."""
     from mlflow.exceptions import MlflowException
 
-    return isinstance(error, (MlflowException, OSError)) and not reachable(store)
-
-
-def _try_log(store: TrackingStore, record: NightlyRecord) -> NightlyRuns | None:
-    """The runs, or None when the server cannot be reached (before or while logging)."""
     if not reachable(store):
-        return None
+        return "unreachable"
     try:
         return log_nightly(client(store), store, record)
-    except Exception as error:  # only a lost connection is absorbed; everything else is raised again
-        if _connection_lost(store, error):
-            return None
-        raise
+    except (MlflowException, OSError) as error:  # HTTP errors, 5xx, timeouts, connections lost (OSError)
+        return failure_reason(error)
 
 
 def deliver(store: TrackingStore, record: NightlyRecord, state: Path | None = None) -> Delivery:
-    runs = _try_log(store, record)
-    if runs is not None:
+    outcome = _try_log(store, record)
+    if isinstance(outcome, NightlyRuns):
         return Delivery(
-            runs, None, f"logged nightly {record.nightly_id} to {store.uri} (parent run {runs.parent_run_id})"
-        )
+            outcome, None,
+            f"logged nightly {record.nightly_id} to {store.uri} (parent run {outcome.parent_run_id})",
+        )  # fmt: skip
     entry = outbox.put(record, state or state_dir())
     return Delivery(
         None,
         entry,
-        f"tracking server {store.uri} unreachable: nightly {record.nightly_id} kept in {entry}; "
-        "run `quantgate sync` when it is back",
+        f"tracking server {store.uri} did not take the record ({outcome}): nightly {record.nightly_id} kept in "
+        f"{entry}; run `quantgate sync` when it is back",
     )
 
 
 @dataclass(frozen=True)
 class SyncOutcome:
     uploaded: list[str]  # nightly ids
-    remaining: int
+    remaining: int  # entries still in the outbox (skipped ones included)
     message: str
+    skipped: list[str] = field(default_factory=list)  # unreadable entries: "<record.json>: why"
 
 
 def sync(store: TrackingStore, state: Path | None = None) -> SyncOutcome:
-    """Upload every outbox entry, oldest first; an entry is removed only once it is logged."""
+    """Upload every outbox entry, oldest first; an entry is removed only once it is logged. An
+    unreadable entry is skipped (named in the message, left in place); the rest are uploaded."""
     state = state or state_dir()
     uploaded: list[str] = []
+    skipped: list[str] = []
     entries = outbox.pending(state)
     for index, entry in enumerate(entries):
-        record = outbox.read(entry)
-        if _try_log(store, record) is None:
-            remaining = len(entries) - index
-            return SyncOutcome(
-                uploaded,
-                remaining,
-                f"tracking server {store.uri} unreachable: {remaining} entry(ies) left in the outbox",
-            )
+        try:
+            record = outbox.read(entry)
+        except InputError as error:
+            skipped.append(str(error))
+            continue
+        outcome = _try_log(store, record)
+        if not isinstance(outcome, NightlyRuns):
+            remaining = len(entries) - index + len(skipped)
+            message = f"tracking server {store.uri} did not take the records ({outcome}): {remaining} entry(ies) left"
+            return SyncOutcome(uploaded, remaining, _with_skipped(message, skipped), skipped)
         outbox.remove(entry)
         uploaded.append(record.nightly_id)
-    return SyncOutcome(
-        uploaded, 0, f"uploaded {len(uploaded)} outbox entry(ies) to {store.uri}; outbox empty"
-    )
+    message = f"uploaded {len(uploaded)} outbox entry(ies) to {store.uri}"
+    message += "; outbox empty" if not skipped else f"; {len(skipped)} skipped"
+    return SyncOutcome(uploaded, len(skipped), _with_skipped(message, skipped), skipped)
+
+
+def _with_skipped(message: str, skipped: list[str]) -> str:
+    return message + "".join(f"\nskipped unreadable outbox entry {reason}" for reason in skipped)

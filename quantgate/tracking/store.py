@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 HEALTH_TIMEOUT_S = 3.0
+MESSAGE_CHARS = 200  # of a server's error, in a one-line message
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ def reachable(store: TrackingStore) -> bool:
             return reply.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def failure_reason(error: Exception) -> str:
+    """One redacted line saying why the server failed a request (its first line, about 200 characters)."""
+    from quantgate.core.redact import redact
+
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if len(line) > MESSAGE_CHARS:  # the request at the start, the cause (e.g. "too many 503 ...") at the end
+        line = f"{line[: MESSAGE_CHARS // 3]} ... {line[-(MESSAGE_CHARS - MESSAGE_CHARS // 3):]}"
+    return redact(line)
 
 
 def client(store: TrackingStore) -> MlflowClient:

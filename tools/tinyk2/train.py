@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     step = 0
     resume = args.work_dir / "checkpoint.pt"
     if resume.exists():
-        saved = torch.load(resume, weights_only=False)
+        saved = torch.load(resume, weights_only=True)  # tensors, numbers and tuples only: no pickled code
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
