@@ -67,6 +67,7 @@ def _run_quantize(args: argparse.Namespace, workers: int, hasher: SourceHasher |
     from quant.build import QuantizeRequest
     from quant.schemes import get_scheme
     from quant.variants import load_variants
+    from quantgate.core.families import family_of_checkpoint
 
     if args.variants is not None:
         if args.model or args.scheme or args.out:
@@ -81,7 +82,9 @@ def _run_quantize(args: argparse.Namespace, workers: int, hasher: SourceHasher |
         return 0
     if args.model is None or args.scheme is None:
         raise InputError("quantize: give --model and --scheme, or --variants FILE")
-    request = QuantizeRequest(args.model, get_scheme(args.scheme), out=args.out, workers=workers)
+    request = QuantizeRequest(
+        args.model, get_scheme(args.scheme, family_of_checkpoint(args.model)), out=args.out, workers=workers
+    )
     _report(_build(args, request, hasher))
     return 0
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME
 from quantgate.core.errors import InputError
-from quantgate.core.families import group_of
+from quantgate.core.families import family_of_checkpoint
 from quantgate.core.manifest import load_manifest
 
 DTYPE_BITS = {
@@ -62,10 +62,11 @@ def summarise(directory: Path) -> str:
         how += " {}x{}".format(*weights["block_structure"])
     how += " sym" if weights["symmetric"] else " asym"
 
+    family = family_of_checkpoint(directory)
     groups: dict[str, GroupSummary] = defaultdict(GroupSummary)
     for name, (shape, dtype) in _tensor_headers(directory).items():
         module, _, local = name.rpartition(".")
-        summary = groups[group_of(module) or "other"]
+        summary = groups[family.group_of(module) or "other"]
         summary.modules.add(module)
         if local in QUANTIZED_MARKERS:
             summary.quantized.add(module)

@@ -1,19 +1,25 @@
 """The BF16 source checkpoint: its index, its shards, and checks that it is whole and unquantized.
 
+A checkpoint is a folder with config.json and either `model.safetensors.index.json` plus the
+shards it names, or one `model.safetensors` and no index (what `save_pretrained` writes for
+small models); the latter is read as if an index placed every tensor in that one file.
+
 Only safetensors headers are read here (memory-mapped `safe_open`); tensor data is read later,
 one tensor at a time, by the shard writer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, SINGLE_FILE_NAME, sha256_file
 from quantgate.core.errors import InputError
+from quantgate.core.families import Family, family_of_config
 
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
 QUANTIZED_SUFFIXES = (
@@ -40,6 +46,15 @@ class SourceCheckpoint:
     config: dict
     shards: tuple[str, ...]  # file names, sorted
     tensors: dict[str, TensorInfo]  # by tensor name
+    family: Family
+    single_file: bool = False  # one model.safetensors and no index file
+
+    def index_sha256(self) -> str:
+        """sha256 of the index file; of a canonical index (the weight map as JSON) for a single file."""
+        if not self.single_file:
+            return sha256_file(self.path / INDEX_NAME)
+        weight_map = {name: info.shard for name, info in sorted(self.tensors.items())}
+        return hashlib.sha256(json.dumps({"weight_map": weight_map}, sort_keys=True).encode()).hexdigest()
 
     def shard_tensors(self, shard: str) -> list[TensorInfo]:
         return sorted((t for t in self.tensors.values() if t.shard == shard), key=lambda t: t.name)
@@ -88,10 +103,17 @@ def load_source(path: Path) -> SourceCheckpoint:
     if "quantization_config" in config:
         method = config["quantization_config"].get("quant_method", "unknown")
         raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
-    index = _read_json(path / INDEX_NAME)
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise InputError(f"{path / INDEX_NAME}: no weight_map")
+    family = family_of_config(config, path / CONFIG_NAME)
+    single_file = not (path / INDEX_NAME).exists() and (path / SINGLE_FILE_NAME).is_file()
+    if single_file:
+        weight_map = dict.fromkeys(_read_header(path / SINGLE_FILE_NAME), SINGLE_FILE_NAME)
+        if not weight_map:
+            raise InputError(f"{path / SINGLE_FILE_NAME}: holds no tensor")
+    else:
+        index = _read_json(path / INDEX_NAME)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise InputError(f"{path / INDEX_NAME}: no weight_map")
 
     tensors: dict[str, TensorInfo] = {}
     shards = tuple(sorted(set(weight_map.values())))
@@ -111,9 +133,11 @@ def load_source(path: Path) -> SourceCheckpoint:
     for name, info in sorted(tensors.items()):
         if name.endswith(QUANTIZED_SUFFIXES) or info.dtype.startswith(("F8", "I8", "U8", "I32")):
             raise InputError(f"{path / info.shard}: tensor {name} ({info.dtype}) is already quantized")
-    return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
+    return SourceCheckpoint(
+        path=path, config=config, shards=shards, tensors=tensors, family=family, single_file=single_file
+    )
 
 
 def source_hashes(source: SourceCheckpoint) -> tuple[str, dict[str, str]]:
     """sha256 of the index and of each shard: the source's identity."""
-    return sha256_file(source.path / INDEX_NAME), {s: sha256_file(source.path / s) for s in source.shards}
+    return source.index_sha256(), {s: sha256_file(source.path / s) for s in source.shards}

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 INDEX_NAME = "model.safetensors.index.json"
+SINGLE_FILE_NAME = "model.safetensors"  # a checkpoint in one file has no index
 CONFIG_NAME = "config.json"
 MANIFEST_NAME = "quantgate.json"  # written by quant/ beside a checkpoint's weights (quantgate.core.manifest)
 HASH_CHUNK = 1 << 24
