@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from quantgate.core.errors import InputError
+from quantgate.core.reference import resolve_reference
 
 
 def default_cache_dir() -> Path:
@@ -19,9 +20,12 @@ def default_cache_dir() -> Path:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", type=Path, action="append", required=True, help="checkpoint to measure (repeatable)"
+        "--model", action="append", required=True,
+        help="checkpoint to measure (repeatable): a folder, its model.safetensors, or a Hugging Face ORG/NAME[@REV]",
     )
-    parser.add_argument("--baseline", type=Path, help="BF16 checkpoint each model is compared with (cached)")
+    parser.add_argument(
+        "--baseline", help="BF16 checkpoint each model is compared with (cached): a folder or ORG/NAME[@REV]"
+    )
     parser.add_argument(
         "--suite",
         action="append",
@@ -111,6 +115,12 @@ def run_eval(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    # measured in-process: resolved as model references; served: the tokenizer folder, as given
+    in_process = args.backend == "hf"
+    args.model = [resolve_reference(m, "--model") if in_process else Path(m) for m in args.model]
+    if args.baseline is not None:
+        in_process = args.baseline_backend == "hf"
+        args.baseline = resolve_reference(args.baseline, "--baseline") if in_process else Path(args.baseline)
     endpoints, baseline_endpoint = _endpoints(args), _baseline_endpoint(args)
     request = EvalRequest(
         models=[] if endpoints else args.model,

@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING
 from quant.gptq.arguments import add_gptq_arguments, gptq_request
 from quant.prefetch import SourceHasher, start_hasher
 from quantgate.core.errors import InputError
+from quantgate.core.reference import resolve_reference
 
 if TYPE_CHECKING:
     from quant.build import Outcome, QuantizeRequest
 
 
 def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="BF16 source checkpoint directory")
+    parser.add_argument(
+        "--model", help="BF16 source: a checkpoint folder, its model.safetensors, or a Hugging Face ORG/NAME[@REV]"
+    )
     parser.add_argument("--scheme", help="registered scheme name (an unknown name lists the known ones)")
     parser.add_argument("--out", type=Path, help="output directory (default: beside the model, named)")
     parser.add_argument("--variants", type=Path, help="YAML file describing several variants to build")
@@ -53,6 +56,8 @@ def _report(outcome: Outcome | None) -> None:
 
 def run_quantize(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else os.cpu_count() or 1
+    if args.model is not None:
+        args.model = resolve_reference(args.model, "--model")
     hasher = None
     if args.variants is None and args.method == "rtn" and args.model is not None and workers >= 1:
         hasher = start_hasher(args.model, workers)  # before the imports below
