@@ -53,8 +53,8 @@ def check_schemes(plan: Plan) -> None:
     from quant.schemes import get_scheme
 
     for variant in plan.variants:
-        if variant.endpoint is not None:
-            continue  # served elsewhere: nothing to build
+        if not variant.builds:
+            continue  # served or made elsewhere: nothing to build
         if variant.method not in BUILDERS:
             raise InputError(
                 f"variant {variant.name!r}: no builder for method {variant.method!r}; known: {', '.join(BUILDERS)}"

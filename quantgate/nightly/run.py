@@ -73,7 +73,10 @@ def suite_ref(plan_path: Path, suite: str) -> str:
 
 def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, progress: Progress) -> dict[str, Path]:
     paths = {plan.baseline_name: plan.model}
-    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.endpoint is None):
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.path is not None):
+        paths[plan.checkpoint_name(variant)] = Path(variant.path)  # checked by load_plan
+        progress.note(f"variant {variant.name}: {variant.origin}")
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.builds):
         start = time.perf_counter()
         path, reused = build_variant(plan, variant, request.state / "variants", request.workers)
         paths[plan.checkpoint_name(variant)] = path
@@ -164,7 +167,7 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
         p for p in pairs if p.variant and p.variant.endpoint and configs[p.suite].kind in IN_PROCESS_KINDS
     ]
     pairs = [p for p in pairs if p not in in_process_only]
-    builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.endpoint is None})
+    builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.builds})
     progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))
     progress.note(
         f"nightly {nightly_id}: plan {plan.name}, shard {request.shard}, {len(pairs)} (checkpoint, suite) pairs"

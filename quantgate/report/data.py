@@ -36,6 +36,7 @@ class VariantRow:
     scheme: str
     group: str
     canary: bool
+    origin: str  # where the checkpoint came from (PlanVariant.origin)
     outcome: str  # pass / fail / caught (canary failing a gate) / MISSED (canary passing all) / incomplete
     checkpoint_bytes: float | None
     bits_per_weight: float | None
@@ -98,6 +99,15 @@ def _outcome(gates: GateReport, name: str, canary: bool) -> str:
     return "fail" if failing else "pass"
 
 
+def _scheme_of(results: dict[tuple[str, str], ResultRecord], checkpoint: str, variant) -> str:
+    """An endpoint's or a checkpoint made elsewhere: its manifest's scheme when it has one, else what it is."""
+    if variant.endpoint is not None:
+        return f"endpoint {variant.endpoint.base_url}"
+    manifests = (r.manifest() for (c, _), r in results.items() if c == checkpoint)
+    manifest = next((m for m in manifests if m is not None), None)
+    return manifest.scheme.name if manifest is not None else "made elsewhere"
+
+
 def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_id: str) -> ReportData:
     by_pair = {(r.variant, r.suite): r for r in results}
     variants = []
@@ -106,8 +116,8 @@ def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_i
         size, bits = _size(by_pair, checkpoint)
         variants.append(
             VariantRow(
-                variant.name, checkpoint, variant.scheme or f"endpoint {variant.endpoint.base_url}", variant.group,
-                variant.canary,
+                variant.name, checkpoint, variant.scheme or _scheme_of(by_pair, checkpoint, variant), variant.group,
+                variant.canary, variant.origin,
                 _outcome(gates, variant.name, variant.canary), size, bits,
             )
         )
