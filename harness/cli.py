@@ -43,6 +43,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="overrides every suite's batch_size")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    parser.add_argument(
+        "--verify", action="store_true",
+        help="hash every file of checkpoints without a manifest in full (default: per-file hashes cached by "
+        "path, size, mtime and inode)",
+    )
     endpoint = parser.add_argument_group("endpoints (backend openai: an OpenAI-compatible server, e.g. vLLM)")
     endpoint.add_argument(
         "--backend",
@@ -137,6 +142,7 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        verify=args.verify,
     )
     for folder in evaluate(request):
         print(folder / RESULT_FILE)

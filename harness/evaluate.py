@@ -50,6 +50,7 @@ class EvalRequest:
     max_top_k: int = 64  # openai: log-probabilities per token the server returns
     toolcall_mode: str = "chat"  # openai: chat (server-side tool-call parsing) or raw (harness parser)
     write_baseline: bool = True  # False: the baseline is measured (or read from cache) but gets no result folders
+    verify: bool = False  # hash every file of checkpoints without a manifest in full (else the file-hash cache)
 
 
 @dataclass
@@ -91,11 +92,11 @@ def _suites(request: EvalRequest) -> list[SuiteConfig]:
     return configs
 
 
-def _checkpoint(path: Path, role: str) -> Checkpoint:
+def _checkpoint(path: Path, role: str, verify: bool = False) -> Checkpoint:
     path = path.resolve()
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a checkpoint directory (no config.json)")
-    return Checkpoint(path, checkpoint_identity(path), role)
+    return Checkpoint(path, checkpoint_identity(path, verify=verify), role)
 
 
 def _endpoint_checkpoint(endpoint: Endpoint, role: str) -> Checkpoint:
@@ -204,11 +205,11 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
     suites = _suites(request)
     if request.baseline and request.baseline_endpoint:
         raise InputError("give the baseline as a checkpoint or as an endpoint, not both")
-    baseline = _checkpoint(request.baseline, "baseline") if request.baseline else None
+    baseline = _checkpoint(request.baseline, "baseline", request.verify) if request.baseline else None
     if request.baseline_endpoint:
         baseline = _endpoint_checkpoint(request.baseline_endpoint, "baseline")
     role = "variant" if baseline else "model"
-    checkpoints = [_checkpoint(path, role) for path in request.models]
+    checkpoints = [_checkpoint(path, role, request.verify) for path in request.models]
     checkpoints += [_endpoint_checkpoint(endpoint, role) for endpoint in request.endpoints]
     labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
     if len(set(labels)) != len(labels):

@@ -1,7 +1,9 @@
 """Checkpoint identity: file hashing and what names a checkpoint's contents.
 
 A quantgate-made checkpoint is identified by its manifest (which lists every file's sha256); any
-other by the sha256 of its config, index and safetensors shards.
+other by the sha256 of its config, index and safetensors shards, each hashed once and then taken
+from the file-hash cache while the file is unchanged (quantgate.core.file_hashes); `verify=True`
+hashes every file in full.
 """
 
 from __future__ import annotations
@@ -30,17 +32,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_identity(model_dir: Path) -> str:
-    """sha256 of the manifest (it lists every file's sha256), else of config, index and shards."""
+def checkpoint_identity(model_dir: Path, verify: bool = False, cache_file: Path | None = None) -> str:
+    """sha256 of the manifest (it lists every file's sha256), else of config, index and shards
+    (per-file hashes from the file-hash cache unless `verify`)."""
+    from quantgate.core.file_hashes import FileHashes  # it hashes with sha256_file, from this module
+
     if (model_dir / MANIFEST_NAME).is_file():
         return "manifest:" + sha256_file(model_dir / MANIFEST_NAME)
+    hashes = FileHashes(cache_file, verify=verify)
     digest = hashlib.sha256()
     for path in (
         sorted(model_dir.glob("*.safetensors"))
         + [model_dir / "config.json"]
         + sorted(model_dir.glob("*.safetensors.index.json"))
     ):
-        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+        digest.update(f"{path.name}:{hashes.sha256(path)}\n".encode())
+    hashes.save()
     return "files:" + digest.hexdigest()
 
 
