@@ -2,7 +2,7 @@
 
     version: 1
     name: kimi-k2-tiny-nightly           # one MLflow experiment per plan name
-    model: ../models/kimi-k2-tiny        # the BF16 baseline; relative to this file
+    model: ../models/kimi-k2-tiny        # the BF16 baseline; relative to this file, or ORG/NAME[@REV]
     variants:
       - {name: w4a16-g128, scheme: w4a16-g128, method: rtn, group: int4}
       - {name: w2a16-g32, scheme: w2a16-g32, method: rtn, group: stress, canary: true}
@@ -75,8 +75,6 @@ class PlanVariant(StrictModel):
             raise ValueError(f"variant {self.name!r}: give an 'endpoint' or a 'path', not both")
         if not made_elsewhere and (self.scheme is None or self.method is None):
             raise ValueError(f"variant {self.name!r}: give 'scheme' and 'method', a 'path', or an 'endpoint'")
-        if self.path is not None and self.checkpoint is not None:
-            raise ValueError(f"variant {self.name!r}: a path variant is named by its folder; remove 'checkpoint'")
         if made_elsewhere and (self.scheme is not None or self.method is not None):
             kind = "an endpoint" if self.endpoint is not None else "a path"
             raise ValueError(f"variant {self.name!r}: {kind} variant takes no 'scheme' or 'method'")
@@ -195,7 +193,7 @@ class Plan(StrictModel):
         if variant.endpoint is not None:
             return variant.checkpoint or variant.endpoint.model.replace("/", "_")
         if variant.path is not None:
-            return Path(variant.path).name  # its folder (a Hub snapshot's: the commit)
+            return variant.checkpoint or variant.name
         return variant.checkpoint or f"{self.model.name}-{variant.scheme}-{variant.method}"
 
     def gates_for(self, variant: PlanVariant) -> list[Gate]:
@@ -211,25 +209,33 @@ class Plan(StrictModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def load_plan(path: Path) -> Plan:
+def load_plan(path: Path, locate: bool = False) -> Plan:
+    """The plan, paths resolved against its folder. `locate` (the nightly, which measures): the model
+    and every `path:` variant must be checkpoints, found on disk or as Hugging Face references; else
+    (gate, report: results only) they are taken as written."""
     plan = load_typed_yaml(path, Plan)
     model = (path.parent / plan.model).resolve()
+    if locate and not model.exists():  # not a folder beside the plan: a Hugging Face reference
+        model = _made_elsewhere(path, "model", str(plan.model), require_weights=False)
     variants = [
         v.model_copy(update={"endpoint": v.endpoint.model_copy(update={
             "tokenizer": (path.parent / v.endpoint.tokenizer).resolve() if v.endpoint.tokenizer else model
         })}) if v.endpoint else v
         for v in plan.variants
     ]
-    variants = [
-        v.model_copy(update={"path": str(_made_elsewhere(path, i, v.path))}) if v.path is not None else v
-        for i, v in enumerate(variants)
-    ]
+    if locate:
+        variants = [
+            v.model_copy(update={"path": str(_made_elsewhere(path, f"variants.{i}.path", v.path))})
+            if v.path is not None
+            else v
+            for i, v in enumerate(variants)
+        ]
     return plan.model_copy(update={"model": model, "variants": variants})
 
 
-def _made_elsewhere(plan_path: Path, index: int, reference: str) -> Path:
-    """A `path:` variant's checkpoint folder: relative to the plan file, else a Hugging Face reference."""
-    where = f"{plan_path}: variants.{index}.path"
+def _made_elsewhere(plan_path: Path, field: str, reference: str, require_weights: bool = True) -> Path:
+    """The checkpoint folder a plan field names: relative to the plan file, else a Hugging Face reference."""
+    where = f"{plan_path}: {field}"
     local = plan_path.parent / reference
     try:
         folder = resolve_reference(local if local.exists() else reference, where)
@@ -238,7 +244,7 @@ def _made_elsewhere(plan_path: Path, index: int, reference: str) -> Path:
         if not local.exists():
             reason = f"no such folder {local.resolve()}; as a Hugging Face reference, {reason}"
         raise InputError(f"{where}: {reason}") from None
-    if not any(folder.glob("*.safetensors")):
+    if require_weights and not any(folder.glob("*.safetensors")):
         raise InputError(f"{where}: {reference}: not a checkpoint (no *.safetensors in {folder})")
     return folder.resolve()
 

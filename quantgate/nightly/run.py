@@ -134,6 +134,7 @@ def _measure(
         evaluate(
             EvalRequest(
                 models=[] if is_baseline or endpoint is not None else [paths[checkpoint]],
+                model_names=None if is_baseline or endpoint is not None else [checkpoint],
                 endpoints=[] if endpoint is None else [_endpoint(plan, endpoint, request.plan_path)],
                 suites=[suite_ref(request.plan_path, p.suite) for p in todo],
                 out=scratch,
@@ -158,7 +159,7 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
     from quantgate.finish import finish
     from quantgate.tracking.store import resolve_store
 
-    plan = load_plan(request.plan_path)
+    plan = load_plan(request.plan_path, locate=True)
     configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}  # checked first
     check_schemes(plan)
     nightly_id = request.nightly_id or default_nightly_id(plan)
