@@ -5,8 +5,10 @@ Everything the renderers and plots need is here, so they never read files or MLf
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
@@ -105,7 +107,30 @@ def _scheme_of(results: dict[tuple[str, str], ResultRecord], checkpoint: str, va
         return f"endpoint {variant.endpoint.base_url}"
     manifests = (r.manifest() for (c, _), r in results.items() if c == checkpoint)
     manifest = next((m for m in manifests if m is not None), None)
-    return manifest.scheme.name if manifest is not None else "made elsewhere"
+    if manifest is not None:
+        return manifest.scheme.name
+    try:  # the checkpoint's own config.json, where this machine has it
+        config = json.loads((Path(variant.path) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return "made elsewhere"
+    return describe_quantization(config.get("quantization_config"))
+
+
+def describe_quantization(config: dict | None) -> str:
+    """A checkpoint's quantization_config in a few words: `int4 group 128 sym (pack-quantized)`."""
+    if not isinstance(config, dict):
+        return "unquantized"
+    if config.get("quant_method") != "compressed-tensors":
+        return str(config.get("quant_method", "unknown quantization"))
+    parts = []
+    for group in (config.get("config_groups") or {}).values():
+        weights = group.get("weights") or {}
+        how = f"{weights.get('type', '?')}{weights.get('num_bits', '?')} {weights.get('strategy', '?')}"
+        if weights.get("group_size"):
+            how += f" {weights['group_size']}"
+        how += " sym" if weights.get("symmetric") else " asym"
+        parts.append(f"{how} ({group.get('format') or config.get('format', '?')})")
+    return ", ".join(parts) or "compressed-tensors"
 
 
 def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_id: str) -> ReportData:

@@ -70,3 +70,27 @@ def test_neither_a_folder_nor_a_repo_id(tmp_path: Path) -> None:
         resolve_reference(str(tmp_path / "missing"))
     with pytest.raises(InputError, match="not a checkpoint directory"):
         resolve_reference(str(tmp_path))
+
+
+PLAN = """\
+version: 1
+name: hub-plan
+model: quantgate/kimi-k2-tiny@main
+variants:
+  - {name: int4, scheme: kimi-k2-thinking-int4, method: rtn, group: int4}
+suites: [perplexity]
+gates:
+  - {metric: perplexity.kl_mean, max_value: 0.05}
+"""
+
+
+def test_a_plan_model_may_be_a_repo_id(hf_home: Path, tmp_path: Path) -> None:
+    from quantgate.plan import load_plan
+
+    (tmp_path / "plan.yaml").write_text(PLAN)
+    snapshot = hf_home / "hub" / "models--quantgate--kimi-k2-tiny" / "snapshots" / COMMIT
+    assert load_plan(tmp_path / "plan.yaml", locate=True).model == snapshot
+    assert load_plan(tmp_path / "plan.yaml").model == tmp_path / "quantgate" / "kimi-k2-tiny@main"  # as written
+    (tmp_path / "plan.yaml").write_text(PLAN.replace("@main", "@v9"))
+    with pytest.raises(InputError, match=r"plan.yaml: model: no such folder .*not in the Hugging Face cache"):
+        load_plan(tmp_path / "plan.yaml", locate=True)

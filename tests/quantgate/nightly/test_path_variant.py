@@ -62,6 +62,7 @@ def test_a_checkpoint_made_elsewhere_is_measured_gated_and_named(plan_dir: Path,
     assert {row.variant: row.verdict for row in outcome.gates.rows} == {"elsewhere-w4": "pass", "built-int4": "pass"}
     report = (outcome.report_dir / "report.md").read_text()
     assert f"made elsewhere: {plan_dir / 'elsewhere' / 'w4a16'}" in report
+    assert "int4 group 128 sym (pack-quantized)" in report  # its scheme, from its quantization_config
     assert "built by quantgate: kimi-k2-thinking-int4, rtn" in report
 
 
