@@ -1,6 +1,8 @@
 """Describe a quantized checkpoint: scheme, what is quantized and how, per MoE group, and its size.
 
-Reads only the manifest, config.json and safetensors headers (no tensor data).
+Reads only the manifest, config.json and safetensors headers (no tensor data). A checkpoint made
+elsewhere (no manifest: llm-compressor, a release) is described from its `quantization_config`
+and its headers; its source and bits per weight are then unknown.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME
+from quantgate.core.checkpoint import CONFIG_NAME, MANIFEST_NAME, stored_size
 from quantgate.core.errors import InputError
 from quantgate.core.families import family_of_checkpoint
 from quantgate.core.manifest import load_manifest
@@ -39,10 +41,9 @@ class GroupSummary:
 
 
 def _tensor_headers(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    index = json.loads((directory / INDEX_NAME).read_text())
     headers = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        with safe_open(directory / shard, framework="pt") as handle:
+    for shard in sorted(directory.glob("*.safetensors")):
+        with safe_open(shard, framework="pt") as handle:
             for name in handle.keys():
                 tensor_slice = handle.get_slice(name)
                 headers[name] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype())
@@ -50,11 +51,14 @@ def _tensor_headers(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def summarise(directory: Path) -> str:
-    manifest = load_manifest(directory)
+    manifest = load_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
     config = json.loads((directory / CONFIG_NAME).read_text()).get("quantization_config")
     if config is None:
         raise InputError(f"{directory / CONFIG_NAME}: no quantization_config")
-    weights = config["config_groups"]["group_0"]["weights"]
+    if config.get("quant_method") != "compressed-tensors":
+        raise InputError(f"{directory / CONFIG_NAME}: quantization_config is {config.get('quant_method')!r}, "
+                         "not compressed-tensors")  # fmt: skip
+    weights = next(iter(config["config_groups"].values()))["weights"]
     how = f"{weights['type']}{weights['num_bits']} {weights['strategy']}"
     if weights.get("group_size"):
         how += f" {weights['group_size']}"
@@ -75,17 +79,24 @@ def summarise(directory: Path) -> str:
             elements *= dim
         summary.stored_bits += elements * DTYPE_BITS.get(dtype, 16)
 
-    bpw = manifest.bits_per_weight
-    lines = [
-        f"checkpoint  {directory}",
-        f"scheme      {manifest.scheme.name} ({config['format']}, weights {how}), method {manifest.method}",
-        f"source      {manifest.source.name} (index sha256 {manifest.source.index_sha256[:12]})",
-        f"size        {manifest.total_bytes:,} bytes, {manifest.total_bytes / manifest.source_bytes:.3f}"
-        " x the BF16 shards",
-        f"bits/weight {bpw.quantized:.3f} on quantized weights, {bpw.overall:.3f} overall",
-        "",
-        f"{'group':<16}{'quantized':>12}  how",
-    ]
+    if manifest is not None:
+        bpw = manifest.bits_per_weight
+        lines = [
+            f"checkpoint  {directory}",
+            f"scheme      {manifest.scheme.name} ({config['format']}, weights {how}), method {manifest.method}",
+            f"source      {manifest.source.name} (index sha256 {manifest.source.index_sha256[:12]})",
+            f"size        {manifest.total_bytes:,} bytes, {manifest.total_bytes / manifest.source_bytes:.3f}"
+            " x the BF16 shards",
+            f"bits/weight {bpw.quantized:.3f} on quantized weights, {bpw.overall:.3f} overall",
+        ]
+    else:
+        size, _ = stored_size(directory)
+        lines = [
+            f"checkpoint  {directory}",
+            f"scheme      made elsewhere ({config['format']}, weights {how}); no {MANIFEST_NAME}",
+            f"size        {size:,} bytes in safetensors shards",
+        ]
+    lines += ["", f"{'group':<16}{'quantized':>12}  how"]
     for group in sorted(groups):
         summary = groups[group]
         count = f"{len(summary.quantized)}/{len(summary.modules)}"

@@ -77,3 +77,12 @@ def test_a_path_that_is_not_a_checkpoint_is_one_line_exit_2(plan_dir: Path, caps
         assert len(error.splitlines()) == 1
         assert f"{plan_dir / 'bad.yaml'}: variants.0.path: " in error and why in error, error
         assert not (plan_dir / "reports").exists()
+
+
+def test_inspect_describes_a_checkpoint_made_elsewhere(plan_dir: Path, capsys) -> None:
+    assert main(["inspect", str(plan_dir / "elsewhere" / "w4a16")]) == 0
+    text = capsys.readouterr().out
+    assert "made elsewhere (pack-quantized, weights int4 group 128 sym); no quantgate.json" in text
+    rows = {line.split()[0]: line for line in text.splitlines() if line[:1].isalpha()}
+    assert "int4 group 128 sym" in rows["routed_experts"] and "int4 group 128 sym" in rows["attention"]
+    assert "bf16 (kept)" in rows["lm_head"] and "bf16 (kept)" in rows["router"]
