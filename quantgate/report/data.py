@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantgate.core.checkpoint import stored_size
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
 from quantgate.gates.evaluate import GateReport, recovery
@@ -77,8 +78,11 @@ class ReportData:
         return {int(layer): values[name] for layer, values in layers.items() if name in values}
 
 
-def _size(results: dict[tuple[str, str], ResultRecord], checkpoint: str) -> tuple[float | None, float | None]:
-    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest."""
+def _size(
+    results: dict[tuple[str, str], ResultRecord], checkpoint: str, folder: Path | None = None
+) -> tuple[float | None, float | None]:
+    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest, else (bytes
+    only) from its safetensors shards in `folder` where this machine has them."""
     latency = results.get((checkpoint, "latency"))
     size = latency.metric("checkpoint_bytes") if latency else None
     bits = latency.metric("bits_per_weight") if latency else None
@@ -87,6 +91,8 @@ def _size(results: dict[tuple[str, str], ResultRecord], checkpoint: str) -> tupl
         manifest = next((m for m in manifests if m is not None), None)
         if manifest:
             return float(manifest.total_bytes), float(manifest.bits_per_weight.overall)
+        if folder is not None and any(folder.glob("*.safetensors")):
+            return float(stored_size(folder)[0]), None
         return None, None
     return size.value, bits.value if bits else None
 
@@ -138,7 +144,7 @@ def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_i
     variants = []
     for variant in plan.variants:
         checkpoint = plan.checkpoint_name(variant)
-        size, bits = _size(by_pair, checkpoint)
+        size, bits = _size(by_pair, checkpoint, Path(variant.path) if variant.path else None)
         variants.append(
             VariantRow(
                 variant.name, checkpoint, variant.scheme or _scheme_of(by_pair, checkpoint, variant), variant.group,
@@ -146,7 +152,7 @@ def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_i
                 _outcome(gates, variant.name, variant.canary), size, bits,
             )
         )
-    baseline_bytes, _ = _size(by_pair, plan.baseline_name)
+    baseline_bytes, _ = _size(by_pair, plan.baseline_name, plan.model)
     return ReportData(plan, nightly_id, gates, by_pair, variants, baseline_bytes)
 
 
