@@ -10,6 +10,7 @@ from pathlib import Path
 
 from quantgate.core.errors import InputError
 from quantgate.core.paths import output_folder
+from quantgate.core.reference import resolve_reference
 
 DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
@@ -24,9 +25,12 @@ def default_cache_dir() -> Path:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", type=Path, action="append", required=True, help="checkpoint to measure (repeatable)"
+        "--model", action="append", required=True,
+        help="checkpoint to measure (repeatable): a folder, its model.safetensors, or a Hugging Face ORG/NAME[@REV]",
     )
-    parser.add_argument("--baseline", type=Path, help="BF16 checkpoint each model is compared with (cached)")
+    parser.add_argument(
+        "--baseline", help="BF16 checkpoint each model is compared with (cached): a folder or ORG/NAME[@REV]"
+    )
     parser.add_argument(
         "--suite",
         action="append",
@@ -44,6 +48,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="overrides every suite's batch_size")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    parser.add_argument(
+        "--verify", action="store_true",
+        help="hash every file of checkpoints without a manifest in full (default: per-file hashes cached by "
+        "path, size, mtime and inode)",
+    )
     endpoint = parser.add_argument_group("endpoints (backend openai: an OpenAI-compatible server, e.g. vLLM)")
     endpoint.add_argument(
         "--backend",
@@ -131,6 +140,12 @@ def run_eval(args: argparse.Namespace) -> int:
     output_folder(args.out, option="--out")
     if args.cache_dir is not None:
         output_folder(args.cache_dir, option="--cache-dir")
+    # measured in-process: resolved as model references; served: the tokenizer folder, as given
+    in_process = args.backend == "hf"
+    args.model = [resolve_reference(m, "--model") if in_process else Path(m) for m in args.model]
+    if args.baseline is not None:
+        in_process = args.baseline_backend == "hf"
+        args.baseline = resolve_reference(args.baseline, "--baseline") if in_process else Path(args.baseline)
     endpoints, baseline_endpoint = _endpoints(args), _baseline_endpoint(args)
     request = EvalRequest(
         models=[] if endpoints else args.model,
@@ -147,6 +162,7 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        verify=args.verify,
     )
     for folder in evaluate(request):
         print(folder / RESULT_FILE)

@@ -51,6 +51,8 @@ class EvalRequest:
     max_top_k: int = 64  # openai: log-probabilities per token the server returns
     toolcall_mode: str = "chat"  # openai: chat (server-side tool-call parsing) or raw (harness parser)
     write_baseline: bool = True  # False: the baseline is measured (or read from cache) but gets no result folders
+    verify: bool = False  # hash every file of checkpoints without a manifest in full (else the file-hash cache)
+    model_names: list[str] | None = None  # result folder names, one per model (default: each folder's name)
 
 
 @dataclass
@@ -61,20 +63,23 @@ class Checkpoint:
     backend: Backend | None = None
     timings: dict = field(default_factory=dict)
     endpoint: Endpoint | None = None
+    name: str | None = None  # its results folder name, when not the folder's own
 
     @property
     def label(self) -> str:
-        return self.endpoint.model.replace("/", "_") if self.endpoint else self.path.name
+        if self.endpoint:
+            return self.endpoint.model.replace("/", "_")
+        return self.name or self.path.name
 
     @property
     def backend_name(self) -> str:
         return "openai" if self.endpoint else "hf"
 
     def ref(self, cache_key: str | None = None) -> ModelRef:
-        endpoint = {}
+        named = {"name": self.name} if self.name else {}
         if self.endpoint:
-            endpoint = {"name": self.label, "base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
-        return ModelRef(path=str(self.path), identity=self.identity, role=self.role, cache_key=cache_key, **endpoint)
+            named = {"name": self.label, "base_url": self.endpoint.base_url, "served_model": self.endpoint.model}
+        return ModelRef(path=str(self.path), identity=self.identity, role=self.role, cache_key=cache_key, **named)
 
 
 def _suites(request: EvalRequest) -> list[SuiteConfig]:
@@ -92,12 +97,12 @@ def _suites(request: EvalRequest) -> list[SuiteConfig]:
     return configs
 
 
-def _checkpoint(path: Path, role: str) -> Checkpoint:
+def _checkpoint(path: Path, role: str, verify: bool = False, name: str | None = None) -> Checkpoint:
     path = path.resolve()
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a checkpoint directory (no config.json)")
     check_safetensors_weights(path)  # shard names inside the folder, no pickles: before anything is loaded
-    return Checkpoint(path, checkpoint_identity(path), role)
+    return Checkpoint(path, checkpoint_identity(path, verify=verify), role, name=name)
 
 
 def _endpoint_checkpoint(endpoint: Endpoint, role: str) -> Checkpoint:
@@ -206,11 +211,14 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
     suites = _suites(request)
     if request.baseline and request.baseline_endpoint:
         raise InputError("give the baseline as a checkpoint or as an endpoint, not both")
-    baseline = _checkpoint(request.baseline, "baseline") if request.baseline else None
+    baseline = _checkpoint(request.baseline, "baseline", request.verify) if request.baseline else None
     if request.baseline_endpoint:
         baseline = _endpoint_checkpoint(request.baseline_endpoint, "baseline")
     role = "variant" if baseline else "model"
-    checkpoints = [_checkpoint(path, role) for path in request.models]
+    names = request.model_names or [None] * len(request.models)
+    checkpoints = [
+        _checkpoint(path, role, request.verify, name) for path, name in zip(request.models, names, strict=True)
+    ]
     checkpoints += [_endpoint_checkpoint(endpoint, role) for endpoint in request.endpoints]
     labels = [c.label for c in checkpoints] + ([baseline.label] if baseline else [])
     for checkpoint in checkpoints + ([baseline] if baseline else []):

@@ -103,7 +103,7 @@ def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Ou
         existing = load_manifest(target)
         identity = SourceIdentity(
             name=model.name,
-            index_sha256=sha256_file(model / INDEX_NAME),
+            index_sha256=source.index_sha256(),
             shard_sha256={shard: hasher.sha256(model / shard) for shard in source.shards},
         )
         if (
@@ -183,7 +183,7 @@ def _write_checkpoint(
     }
     identity = SourceIdentity(
         name=source.path.name,
-        index_sha256=sha256_file(source.path / INDEX_NAME),
+        index_sha256=source.index_sha256(),
         shard_sha256={job.source.name: r.source_sha256 for job, r in zip(jobs, results, strict=True)},
     )
     source_elements = sum(r.source_elements for r in results)

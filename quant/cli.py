@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING
 from quant.gptq.arguments import add_gptq_arguments, gptq_request
 from quant.prefetch import SourceHasher, start_hasher
 from quantgate.core.errors import InputError
+from quantgate.core.reference import resolve_reference
 
 if TYPE_CHECKING:
     from quant.build import Outcome, QuantizeRequest
 
 
 def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="BF16 source checkpoint directory")
+    parser.add_argument(
+        "--model", help="BF16 source: a checkpoint folder, its model.safetensors, or a Hugging Face ORG/NAME[@REV]"
+    )
     parser.add_argument(
         "--scheme",
         help="registered scheme (kimi-k2-thinking-int4, w4a16-g128, w8a16, fp8-block, ...) or the compressed-tensors "
@@ -57,6 +60,8 @@ def _report(outcome: Outcome | None) -> None:
 
 def run_quantize(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else os.cpu_count() or 1
+    if args.model is not None:
+        args.model = resolve_reference(args.model, "--model")
     hasher = None
     if args.variants is None and args.method == "rtn" and args.model is not None and workers >= 1:
         hasher = start_hasher(args.model, workers)  # before the imports below
@@ -71,6 +76,7 @@ def _run_quantize(args: argparse.Namespace, workers: int, hasher: SourceHasher |
     from quant.build import QuantizeRequest
     from quant.schemes import get_scheme
     from quant.variants import load_variants
+    from quantgate.core.families import family_of_checkpoint
 
     if args.variants is not None:
         if args.model or args.scheme or args.out:
@@ -85,7 +91,9 @@ def _run_quantize(args: argparse.Namespace, workers: int, hasher: SourceHasher |
         return 0
     if args.model is None or args.scheme is None:
         raise InputError("quantize: give --model and --scheme, or --variants FILE")
-    request = QuantizeRequest(args.model, get_scheme(args.scheme), out=args.out, workers=workers)
+    request = QuantizeRequest(
+        args.model, get_scheme(args.scheme, family_of_checkpoint(args.model)), out=args.out, workers=workers
+    )
     _report(_build(args, request, hasher))
     return 0
 

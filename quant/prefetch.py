@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantgate.core.checkpoint import read_weight_map, sha256_file
+from quantgate.core.checkpoint import INDEX_NAME, SINGLE_FILE_NAME, read_weight_map, sha256_file
 from quantgate.core.errors import InputError
 
 DEFAULT_LOOKAHEAD_FRACTION = 0.25  # of the memory available when the hasher starts
@@ -66,7 +66,10 @@ def hash_file(path: Path) -> Hashed:
 
 
 def source_shards(model: Path) -> list[Path]:
-    """The shard files a checkpoint's index names (none when the index is unreadable: load_source says why)."""
+    """The shard files a checkpoint's index names, or its single `model.safetensors` when it has no index
+    (none when the index is unreadable: load_source says why)."""
+    if not (model / INDEX_NAME).exists() and (model / SINGLE_FILE_NAME).is_file():
+        return [model / SINGLE_FILE_NAME]
     try:
         weight_map = read_weight_map(model)
     except InputError:

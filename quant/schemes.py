@@ -1,9 +1,10 @@
 """Quantization schemes: compressed-tensors' own scheme objects plus named MoE ignore patterns.
 
 A `Scheme` is typed data. Its weights/activations are compressed-tensors `QuantizationArgs`
-(usually a compressed-tensors preset), its ignore list is built from the patterns in
-`quantgate.moe`, and its `quantization_config()` is compressed-tensors' `QuantizationConfig`,
-which is what lands in the checkpoint's config.json. Schemes live in an explicit registry.
+(usually a compressed-tensors preset), its ignore list is declared in MoE group names and
+resolved to the patterns of the checkpoint's family (`quantgate.core.families`), and its
+`quantization_config()` is compressed-tensors' `QuantizationConfig`, which is what lands in the
+checkpoint's config.json. Schemes live in an explicit registry; `get_scheme(name, family)`.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from pydantic import field_validator
 from torch.nn import Linear
 
 from quantgate.core.errors import InputError
-from quantgate.core.families import ATTENTION, DENSE_MLP, LM_HEAD, MOE_GROUPS, SHARED_EXPERTS
+from quantgate.core.families import DEEPSEEK_V3, GROUP_NAMES, LM_HEAD, Family
 from quantgate.core.strict import StrictModel
 
 SCHEME_VERSION = 1
 LINEAR_TARGET = "Linear"  # compressed-tensors' class target: every nn.Linear
 
+# Ignore lists in MoE group names, resolved per family (groups a family lacks drop out).
 # Moonshot's ignore list for Kimi-K2-Thinking, in Moonshot's order: only routed experts are quantized.
-ROUTED_EXPERTS_ONLY_IGNORE: tuple[str, ...] = (LM_HEAD, ATTENTION, SHARED_EXPERTS, DENSE_MLP)
-ALL_LINEAR_BUT_LM_HEAD_IGNORE: tuple[str, ...] = (LM_HEAD,)
+ROUTED_EXPERTS_ONLY_IGNORE: tuple[str, ...] = ("lm_head", "attention", "shared_experts", "dense_mlp")
+ALL_LINEAR_BUT_LM_HEAD_IGNORE: tuple[str, ...] = ("lm_head",)
 
 
 class Scheme(StrictModel):
@@ -45,6 +47,7 @@ class Scheme(StrictModel):
     quantization: QuantizationScheme  # compressed-tensors' object; targets are module names or "Linear"
     ignore: tuple[str, ...]  # resolved patterns (compressed-tensors target syntax)
     format: CompressionFormat
+    family: str = DEEPSEEK_V3.name  # the model family whose module names `ignore` (and targets) use
     # MoE groups (quantgate.moe) this scheme is meant to quantize; None: not declared (user variants)
     expected_groups: tuple[str, ...] | None = None
 
@@ -70,12 +73,17 @@ class Scheme(StrictModel):
         )
 
 
-def resolve_patterns(names: list[str] | tuple[str, ...], field: str) -> tuple[str, ...]:
-    """MoE group names (quantgate.moe.MOE_GROUPS) become their patterns; other entries are kept as is."""
+def resolve_patterns(
+    names: list[str] | tuple[str, ...], field: str, family: Family = DEEPSEEK_V3
+) -> tuple[str, ...]:
+    """MoE group names become `family`'s patterns (dropped where the family has no such group);
+    other entries are kept as is."""
     resolved = []
+    groups = family.groups
     for name in names:
-        if name in MOE_GROUPS:
-            resolved.append(MOE_GROUPS[name])
+        if name in GROUP_NAMES:
+            if name in groups:
+                resolved.append(groups[name])
         elif name.startswith("re:"):
             try:
                 re.compile(name[3:])
@@ -86,7 +94,7 @@ def resolve_patterns(names: list[str] | tuple[str, ...], field: str) -> tuple[st
             resolved.append(name)
         else:
             raise InputError(
-                f"{field}: {name!r} is neither a MoE group ({', '.join(MOE_GROUPS)}) "
+                f"{field}: {name!r} is neither a MoE group ({', '.join(GROUP_NAMES)}) "
                 "nor a pattern ('re:REGEX' or an exact module name)"
             )
     return tuple(resolved)
@@ -98,6 +106,7 @@ def make_scheme(
     ignore: tuple[str, ...],
     format: CompressionFormat | str | None = None,
     expected_groups: tuple[str, ...] | None = None,
+    family: Family = DEEPSEEK_V3,
 ) -> Scheme:
     """A Scheme whose format, when not given, is the one compressed-tensors infers for a Linear."""
     if quantization.weights is None:
@@ -109,6 +118,7 @@ def make_scheme(
         ignore=ignore,
         format=CompressionFormat(format) if format is not None else inferred,
         expected_groups=expected_groups,
+        family=family.name,
     )
 
 
@@ -121,11 +131,12 @@ def preset(preset_name: str, **weight_overrides: object) -> QuantizationScheme:
     return scheme
 
 
-_REGISTRY: dict[str, Callable[[], Scheme]] = {}
+Builder = Callable[[Family], Scheme]
+_REGISTRY: dict[str, Builder] = {}
 
 
-def register_scheme(name: str) -> Callable[[Callable[[], Scheme]], Callable[[], Scheme]]:
-    def register(build: Callable[[], Scheme]) -> Callable[[], Scheme]:
+def register_scheme(name: str) -> Callable[[Builder], Builder]:
+    def register(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"scheme {name!r} registered twice")
         _REGISTRY[name] = build
@@ -150,8 +161,9 @@ PRESET_ALIASES: dict[str, str] = {
 }
 
 
-def get_scheme(name: str) -> Scheme:
-    """A registered scheme by name, or by the compressed-tensors preset name it is (PRESET_ALIASES)."""
+def get_scheme(name: str, family: Family = DEEPSEEK_V3) -> Scheme:
+    """The registered scheme `name` (or the compressed-tensors preset name it is, PRESET_ALIASES), its
+    ignore list in `family`'s module names."""
     name = PRESET_ALIASES.get(name, name)
     if name not in _REGISTRY:
         known = scheme_names() + sorted(PRESET_ALIASES)
@@ -159,7 +171,7 @@ def get_scheme(name: str) -> Scheme:
         hint = f"did you mean {close[0]!r}? " if close else ""
         aliases = ", ".join(f"{preset} = {scheme}" for preset, scheme in PRESET_ALIASES.items())
         raise InputError(f"unknown scheme {name!r}; {hint}known schemes: {', '.join(scheme_names())} ({aliases})")
-    scheme = _REGISTRY[name]()
+    scheme = _REGISTRY[name](family)
     assert scheme.name == name, f"scheme registered as {name!r} calls itself {scheme.name!r}"
     return scheme
 
@@ -169,7 +181,7 @@ EVERY_LINEAR_BUT_LM_HEAD = ("routed_experts", "shared_experts", "attention", "de
 
 
 @register_scheme("kimi-k2-thinking-int4")
-def kimi_k2_thinking_int4() -> Scheme:
+def kimi_k2_thinking_int4(family: Family) -> Scheme:
     """Moonshot's Kimi-K2-Thinking release: int4 symmetric, group 32, routed experts only."""
     weights = QuantizationArgs(
         num_bits=4, type="int", symmetric=True, strategy="group", group_size=32, dynamic=False,
@@ -179,75 +191,83 @@ def kimi_k2_thinking_int4() -> Scheme:
     return make_scheme(
         "kimi-k2-thinking-int4",
         quantization,
-        ROUTED_EXPERTS_ONLY_IGNORE,
+        resolve_patterns(ROUTED_EXPERTS_ONLY_IGNORE, "ignore", family),
         CompressionFormat.pack_quantized,
         expected_groups=ROUTED,
+        family=family,
     )
 
 
 @register_scheme("w4a16-g128")
-def w4a16_g128() -> Scheme:
+def w4a16_g128(family: Family) -> Scheme:
     return make_scheme(
-        "w4a16-g128", preset("W4A16"), ALL_LINEAR_BUT_LM_HEAD_IGNORE, expected_groups=EVERY_LINEAR_BUT_LM_HEAD
+        "w4a16-g128", preset("W4A16"), resolve_patterns(ALL_LINEAR_BUT_LM_HEAD_IGNORE, "ignore", family),
+        expected_groups=EVERY_LINEAR_BUT_LM_HEAD, family=family,
     )
 
 
 @register_scheme("w8a16")
-def w8a16() -> Scheme:
+def w8a16(family: Family) -> Scheme:
     """int8 weights, one scale per output channel (the W8A16 preset is group 128; this is per channel)."""
     quantization = preset("W8A16", strategy="channel", group_size=None)
     return make_scheme(
-        "w8a16", quantization, ALL_LINEAR_BUT_LM_HEAD_IGNORE, expected_groups=EVERY_LINEAR_BUT_LM_HEAD
+        "w8a16", quantization, resolve_patterns(ALL_LINEAR_BUT_LM_HEAD_IGNORE, "ignore", family),
+        expected_groups=EVERY_LINEAR_BUT_LM_HEAD, family=family,
     )
 
 
 @register_scheme("fp8-block")
-def fp8_block() -> Scheme:
+def fp8_block(family: Family) -> Scheme:
     """DeepSeek-V3's shipping format: fp8 128x128 weight blocks, dynamic per-token-group fp8 activations."""
     return make_scheme(
         "fp8-block",
         preset("FP8_BLOCK"),
-        ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+        resolve_patterns(ALL_LINEAR_BUT_LM_HEAD_IGNORE, "ignore", family),
         CompressionFormat.float_quantized,
         expected_groups=EVERY_LINEAR_BUT_LM_HEAD,
+        family=family,
     )
 
 
 @register_scheme("w8a8-int8")
-def w8a8_int8() -> Scheme:
+def w8a8_int8(family: Family) -> Scheme:
     """int8 per-channel weights, dynamic per-token int8 activations."""
     return make_scheme(
         "w8a8-int8",
         preset("W8A8"),
-        ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+        resolve_patterns(ALL_LINEAR_BUT_LM_HEAD_IGNORE, "ignore", family),
         CompressionFormat.int_quantized,
         expected_groups=EVERY_LINEAR_BUT_LM_HEAD,
+        family=family,
     )
 
 
 @register_scheme("nvfp4a16")
-def nvfp4a16() -> Scheme:
+def nvfp4a16(family: Family) -> Scheme:
     """fp4 (e2m1) weights, fp8 scales per 16 and a float32 global scale per tensor."""
     return make_scheme(
         "nvfp4a16",
         preset("NVFP4A16"),
-        ALL_LINEAR_BUT_LM_HEAD_IGNORE,
+        resolve_patterns(ALL_LINEAR_BUT_LM_HEAD_IGNORE, "ignore", family),
         CompressionFormat.nvfp4_pack_quantized,
         expected_groups=EVERY_LINEAR_BUT_LM_HEAD,
+        family=family,
     )
 
 
 @register_scheme("w3a16-g32")
-def w3a16_g32() -> Scheme:
+def w3a16_g32(family: Family) -> Scheme:
     """Low-bit stress variant: int3 group 32 on routed experts."""
     return make_scheme(
-        "w3a16-g32", preset("W3A16", group_size=32), ROUTED_EXPERTS_ONLY_IGNORE, expected_groups=ROUTED
+        "w3a16-g32", preset("W3A16", group_size=32), resolve_patterns(ROUTED_EXPERTS_ONLY_IGNORE, "ignore", family),
+        expected_groups=ROUTED, family=family,
     )
 
 
 @register_scheme("w2a16-g32")
-def w2a16_g32() -> Scheme:
+def w2a16_g32(family: Family) -> Scheme:
     """Low-bit stress variant: int2 group 32 on routed experts."""
     return make_scheme(
-        "w2a16-g32", preset("W2A16", group_size=32), ROUTED_EXPERTS_ONLY_IGNORE, expected_groups=ROUTED
+        "w2a16-g32", preset("W2A16", group_size=32), resolve_patterns(ROUTED_EXPERTS_ONLY_IGNORE, "ignore", family),
+        expected_groups=ROUTED, family=family,
     )

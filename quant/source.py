@@ -1,11 +1,16 @@
 """The BF16 source checkpoint: its index, its shards, and checks that it is whole and unquantized.
 
+A checkpoint is a folder with config.json and either `model.safetensors.index.json` plus the
+shards it names, or one `model.safetensors` and no index (what `save_pretrained` writes for
+small models); the latter is read as if an index placed every tensor in that one file.
+
 Only safetensors headers are read here (memory-mapped `safe_open`); tensor data is read later,
 one tensor at a time, by the shard writer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -13,8 +18,9 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, read_weight_map, sha256_file
+from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, SINGLE_FILE_NAME, read_weight_map, sha256_file
 from quantgate.core.errors import InputError
+from quantgate.core.families import Family, family_of_config
 
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
 QUANTIZED_SUFFIXES = (
@@ -45,6 +51,15 @@ class SourceCheckpoint:
     config: dict
     shards: tuple[str, ...]  # file names, sorted
     tensors: dict[str, TensorInfo]  # by tensor name
+    family: Family
+    single_file: bool = False  # one model.safetensors and no index file
+
+    def index_sha256(self) -> str:
+        """sha256 of the index file; of a canonical index (the weight map as JSON) for a single file."""
+        if not self.single_file:
+            return sha256_file(self.path / INDEX_NAME)
+        weight_map = {name: info.shard for name, info in sorted(self.tensors.items())}
+        return hashlib.sha256(json.dumps({"weight_map": weight_map}, sort_keys=True).encode()).hexdigest()
 
     def shard_tensors(self, shard: str) -> list[TensorInfo]:
         return sorted((t for t in self.tensors.values() if t.shard == shard), key=lambda t: t.name)
@@ -101,7 +116,14 @@ def load_source(path: Path) -> SourceCheckpoint:
         quantization = config["quantization_config"]
         method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else quantization
         raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
-    weight_map = read_weight_map(path)  # every shard a plain file name inside `path`
+    family = family_of_config(config, path / CONFIG_NAME)
+    single_file = not (path / INDEX_NAME).exists() and (path / SINGLE_FILE_NAME).is_file()
+    if single_file:
+        weight_map = dict.fromkeys(_read_header(path / SINGLE_FILE_NAME), SINGLE_FILE_NAME)
+        if not weight_map:
+            raise InputError(f"{path / SINGLE_FILE_NAME}: holds no tensor")
+    else:
+        weight_map = read_weight_map(path)  # every shard a plain file name inside `path`
 
     tensors: dict[str, TensorInfo] = {}
     shards = tuple(sorted(set(weight_map.values())))
@@ -129,7 +151,9 @@ def load_source(path: Path) -> SourceCheckpoint:
         if PROJECTION.search(name) and len(info.shape) != 2:
             raise InputError(f"{path / info.shard}: tensor {name} has shape {list(info.shape)}; a Linear weight is 2-D")
     _check_architecture(path / CONFIG_NAME, config, tensors)
-    return SourceCheckpoint(path=path, config=config, shards=shards, tensors=tensors)
+    return SourceCheckpoint(
+        path=path, config=config, shards=shards, tensors=tensors, family=family, single_file=single_file
+    )
 
 
 def _check_links(path: Path) -> None:
@@ -149,7 +173,8 @@ def _check_links(path: Path) -> None:
 
 
 LAYER = re.compile(r"^model\.layers\.(\d+)\.")
-EXPERT = re.compile(r"\.mlp\.experts\.(\d+)\.")
+EXPERT = re.compile(r"\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.")
+ROUTED_EXPERT_COUNT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts")
 
 
 def _check_architecture(config_path: Path, config: dict, tensors: dict[str, TensorInfo]) -> None:
@@ -165,16 +190,18 @@ def _check_architecture(config_path: Path, config: dict, tensors: dict[str, Tens
         )
     experts = {int(m[1]) for name in tensors if (m := EXPERT.search(name))}
     if experts:
-        routed = config.get("n_routed_experts")
+        # the routed-expert count: DeepSeek-V3 n_routed_experts, Qwen3-MoE num_experts, Mixtral num_local_experts
+        key = next((k for k in ROUTED_EXPERT_COUNT_KEYS if k in config), ROUTED_EXPERT_COUNT_KEYS[0])
+        routed = config.get(key)
         if not isinstance(routed, int) or isinstance(routed, bool):
             raise InputError(
-                f"{config_path}: n_routed_experts: missing, but the shards hold routed experts "
+                f"{config_path}: {key}: missing, but the shards hold routed experts "
                 f"(model_type {config['model_type']!r} does not describe a MoE model)"
             )
         if max(experts) >= routed:
-            raise InputError(f"{config_path}: n_routed_experts {routed} but the shards hold expert {max(experts)}")
+            raise InputError(f"{config_path}: {key} {routed} but the shards hold expert {max(experts)}")
 
 
 def source_hashes(source: SourceCheckpoint) -> tuple[str, dict[str, str]]:
     """sha256 of the index and of each shard: the source's identity."""
-    return sha256_file(source.path / INDEX_NAME), {s: sha256_file(source.path / s) for s in source.shards}
+    return source.index_sha256(), {s: sha256_file(source.path / s) for s in source.shards}

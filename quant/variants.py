@@ -27,6 +27,7 @@ from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from quant.schemes import LINEAR_TARGET, Scheme, get_scheme, make_scheme, preset, resolve_patterns
 from quantgate.core.errors import InputError
+from quantgate.core.families import DEEPSEEK_V3, Family, family_of_checkpoint
 from quantgate.core.paths import PathName
 from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import describe, load_typed_yaml
@@ -65,8 +66,10 @@ class CustomVariant(StrictModel):
                 raise ValueError(f"{field}.group_size must be at least 1, got {args.group_size}")
         return self
 
-    def to_scheme(self) -> Scheme:
-        targets = [t if t == LINEAR_TARGET else resolve_patterns([t], "targets")[0] for t in self.targets]
+    def to_scheme(self, family: Family = DEEPSEEK_V3) -> Scheme:
+        targets = [t for t in self.targets if t == LINEAR_TARGET] + list(
+            resolve_patterns([t for t in self.targets if t != LINEAR_TARGET], "targets", family)
+        )
         if self.preset is not None:
             try:
                 quantization = preset(self.preset.upper()).model_copy(update={"targets": targets})
@@ -84,8 +87,8 @@ class CustomVariant(StrictModel):
             quantization = quantization.model_copy(
                 update={"weights": QuantizationArgs.model_validate(weights)}
             )
-        ignore = resolve_patterns(self.ignore, f"variant {self.name!r} ignore")
-        return make_scheme(self.name, quantization, ignore, self.format)
+        ignore = resolve_patterns(self.ignore, f"variant {self.name!r} ignore", family)
+        return make_scheme(self.name, quantization, ignore, self.format, family=family)
 
 
 def _variant_kind(value: object) -> str:
@@ -108,15 +111,25 @@ class VariantsFile(StrictModel):
     variants: list[Variant] = Field(min_length=1)
 
     def schemes(self) -> list[Scheme]:
+        """Every variant's scheme, in the module names of the model's family."""
+        family = family_of_checkpoint(self.model)
         return [
-            get_scheme(v.scheme) if isinstance(v, RegisteredVariant) else v.to_scheme() for v in self.variants
+            get_scheme(v.scheme, family) if isinstance(v, RegisteredVariant) else v.to_scheme(family)
+            for v in self.variants
         ]
 
 
 def load_variants(path: Path) -> VariantsFile:
     variants = load_typed_yaml(path, VariantsFile, hidden_loc=("registered", "custom"))
+    base = path.parent
+    variants = variants.model_copy(
+        update={
+            "model": base / variants.model,
+            "output_root": base / variants.output_root if variants.output_root else None,
+        }
+    )
     try:
-        schemes = variants.schemes()  # resolve every variant now, so that a bad one names this file
+        schemes = variants.schemes()  # every variant resolved now, in the model's family: a bad one names this file
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
     except ValidationError as error:  # compressed-tensors' own models, built from this file's values
@@ -124,12 +137,4 @@ def load_variants(path: Path) -> VariantsFile:
     names = [s.name for s in schemes]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise InputError(f"{path}: variants: {duplicates[0]!r} given twice (one checkpoint folder each)")
-    base = path.parent
-    return variants.model_copy(
-        update={
-            "model": base / variants.model,
-            "output_root": base / variants.output_root if variants.output_root else None,
-        }
-    )
-
-
+    return variants

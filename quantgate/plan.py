@@ -2,13 +2,16 @@
 
     version: 1
     name: kimi-k2-tiny-nightly           # one MLflow experiment per plan name
-    model: ../models/kimi-k2-tiny        # the BF16 baseline; relative to this file
+    model: ../models/kimi-k2-tiny        # the BF16 baseline; relative to this file, or ORG/NAME[@REV]
     variants:
       - {name: w4a16-g128, scheme: w4a16-g128, method: rtn, group: int4}
       - {name: w2a16-g32, scheme: w2a16-g32, method: rtn, group: stress, canary: true}
       - name: vendor                     # a deployed endpoint instead of a checkpoint (no scheme/method);
         group: int4                      # its results folder is the served model name
         endpoint: {base_url: 'https://api.example.com', model: org/kimi-k2, api_key_env: VENDOR_KEY}
+      - name: llmc-w4a16                 # a checkpoint made elsewhere (llm-compressor, a release, ...):
+        group: int4                      # a folder relative to this file, or a Hugging Face ORG/NAME[@REV]
+        path: ../elsewhere/kimi-k2-tiny-W4A16
     suites: [perplexity, latency]
     gates:
       - metric: perplexity.perplexity    # <suite>.<metric>, as measured or from the comparison
@@ -35,6 +38,7 @@ from pydantic import Field, model_validator
 from harness.suites.paths import suite_entry_name
 from quantgate.core.errors import InputError
 from quantgate.core.paths import PathName, component_problem
+from quantgate.core.reference import resolve_reference
 from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import load_typed_yaml
 
@@ -57,6 +61,7 @@ class PlanVariant(StrictModel):
     scheme: str | None = None  # a registered scheme name (quant/schemes.py); not for an endpoint
     method: Literal["rtn", "gptq"] | None = None
     endpoint: PlanEndpoint | None = None  # instead of a checkpoint made by the nightly
+    path: str | None = None  # an existing checkpoint made elsewhere: a folder or a Hugging Face reference
     calibration: str | None = None  # calibration set, for methods that use one
     group: str = Field(min_length=1)
     canary: bool = False
@@ -66,11 +71,29 @@ class PlanVariant(StrictModel):
 
     @model_validator(mode="after")
     def _checkpoint_or_endpoint(self) -> PlanVariant:
-        if self.endpoint is None and (self.scheme is None or self.method is None):
-            raise ValueError(f"variant {self.name!r}: give 'scheme' and 'method', or an 'endpoint'")
-        if self.endpoint is not None and (self.scheme is not None or self.method is not None):
-            raise ValueError(f"variant {self.name!r}: an endpoint variant takes no 'scheme' or 'method'")
+        made_elsewhere = self.endpoint is not None or self.path is not None
+        if self.endpoint is not None and self.path is not None:
+            raise ValueError(f"variant {self.name!r}: give an 'endpoint' or a 'path', not both")
+        if not made_elsewhere and (self.scheme is None or self.method is None):
+            raise ValueError(f"variant {self.name!r}: give 'scheme' and 'method', a 'path', or an 'endpoint'")
+        if made_elsewhere and (self.scheme is not None or self.method is not None):
+            kind = "an endpoint" if self.endpoint is not None else "a path"
+            raise ValueError(f"variant {self.name!r}: {kind} variant takes no 'scheme' or 'method'")
         return self
+
+    @property
+    def builds(self) -> bool:
+        """Whether the nightly makes this variant's checkpoint (scheme + method)."""
+        return self.endpoint is None and self.path is None
+
+    @property
+    def origin(self) -> str:
+        """Where the checkpoint comes from, as the report says it."""
+        if self.endpoint is not None:
+            return f"endpoint {self.endpoint.base_url} ({self.endpoint.model})"
+        if self.path is not None:
+            return f"made elsewhere: {self.path}"
+        return f"built by quantgate: {self.scheme}, {self.method}"
 
     @model_validator(mode="after")
     def _data_free_methods_take_no_calibration(self) -> PlanVariant:
@@ -186,6 +209,8 @@ class Plan(StrictModel):
         """Its results folder's name; an endpoint's is its served model name (as `quantgate eval` names it)."""
         if variant.endpoint is not None:
             return variant.checkpoint or variant.endpoint.model.replace("/", "_")
+        if variant.path is not None:
+            return variant.checkpoint or variant.name
         return variant.checkpoint or f"{self.model.name}-{variant.scheme}-{variant.method}"
 
     def gates_for(self, variant: PlanVariant) -> list[Gate]:
@@ -194,19 +219,50 @@ class Plan(StrictModel):
     def digest(self) -> str:
         """sha256 of the plan as resolved (canonical JSON); names the plan's version in MLflow."""
         resolved = self.model_dump(mode="json") | {"model": self.model.name}  # the same on every machine
+        for variant in resolved["variants"]:
+            if variant.get("path") is not None:
+                variant["path"] = Path(variant["path"]).name
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def load_plan(path: Path) -> Plan:
+def load_plan(path: Path, locate: bool = False) -> Plan:
+    """The plan, paths resolved against its folder. `locate` (the nightly, which measures): the model
+    and every `path:` variant must be checkpoints, found on disk or as Hugging Face references; else
+    (gate, report: results only) they are taken as written."""
     plan = load_typed_yaml(path, Plan)
     model = (path.parent / plan.model).resolve()
+    if locate and not model.exists():  # not a folder beside the plan: a Hugging Face reference
+        model = _made_elsewhere(path, "model", str(plan.model), require_weights=False)
     variants = [
         v.model_copy(update={"endpoint": v.endpoint.model_copy(update={
             "tokenizer": (path.parent / v.endpoint.tokenizer).resolve() if v.endpoint.tokenizer else model
         })}) if v.endpoint else v
         for v in plan.variants
     ]
+    if locate:
+        variants = [
+            v.model_copy(update={"path": str(_made_elsewhere(path, f"variants.{i}.path", v.path))})
+            if v.path is not None
+            else v
+            for i, v in enumerate(variants)
+        ]
     return plan.model_copy(update={"model": model, "variants": variants})
+
+
+def _made_elsewhere(plan_path: Path, field: str, reference: str, require_weights: bool = True) -> Path:
+    """The checkpoint folder a plan field names: relative to the plan file, else a Hugging Face reference."""
+    where = f"{plan_path}: {field}"
+    local = plan_path.parent / reference
+    try:
+        folder = resolve_reference(local if local.exists() else reference, where)
+    except InputError as error:
+        reason = str(error).removeprefix(f"{where} ")
+        if not local.exists():
+            reason = f"no such folder {local.resolve()}; as a Hugging Face reference, {reason}"
+        raise InputError(f"{where}: {reason}") from None
+    if require_weights and not any(folder.glob("*.safetensors")):
+        raise InputError(f"{where}: {reference}: not a checkpoint (no *.safetensors in {folder})")
+    return folder.resolve()
 
 

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.backends.base import Window, WindowScores
 from harness.backends.decoding import decode_batch, occurrences, row_seed
+from quantgate.core.families import family_of_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -38,6 +39,7 @@ class HFBackend:
         if threads:
             torch.set_num_threads(threads)
         self.model_dir, self.dtype, self.device, self.batch_size = Path(model_dir), dtype, device, batch_size
+        family = family_of_checkpoint(self.model_dir)  # an unknown architecture fails here, in one line
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model = AutoModelForCausalLM.from_pretrained(
             self.model_dir, dtype=DTYPES[dtype], use_safetensors=True  # never unpickle a .bin
@@ -47,8 +49,11 @@ class HFBackend:
             model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]]))
         _upcast(model, DTYPES[dtype])  # ... into the scales' dtype: upcast what that produced
         self.model = model.to(device)
-        self._routers = {
-            index: layer.mlp.gate for index, layer in enumerate(self.model.model.layers) if hasattr(layer.mlp, "gate")
+        blocks = [getattr(layer, family.moe_block) for layer in self.model.model.layers]
+        self._routers = {  # transformers' routers return (logits, weights, selected experts [N, k])
+            index: block.gate
+            for index, block in enumerate(blocks)
+            if family.router is not None and hasattr(block, "gate")  # dense layers have no router
         }
 
     # -- token handling -------------------------------------------------------------------------

@@ -22,7 +22,16 @@ from quant.build import Outcome, resolve_scheme
 from quant.gptq.calibration import build_calibration
 from quant.gptq.distributed import Ranks, close_ranks, init_ranks
 from quant.gptq.gptq import GPTQ
-from quant.gptq.layerwise import LayerRunner, ShardReader, UnfusedExperts, build_layer, embed, layer_prefix, load_config
+from quant.gptq.layerwise import (
+    LayerNames,
+    LayerRunner,
+    ShardReader,
+    UnfusedExperts,
+    build_layer,
+    embed,
+    layer_prefix,
+    load_config,
+)
 from quant.gptq.modules import ModuleResult, compress, quantize_module
 from quant.gptq.writer import LAYER_DIR, Target, prepare_target, write_checkpoint
 from quant.schemes import Scheme
@@ -69,11 +78,12 @@ def gptq_scheme(scheme: Scheme, options: GPTQOptions) -> Scheme:
     return scheme.model_copy(update={"quantization": quantization})
 
 
-def _layer_modules(quantized: frozenset[str], index: int) -> list[str]:
-    """Layer-local module names to quantize; routed experts first (they are dealt over the ranks first)."""
+def _layer_modules(quantized: frozenset[str], index: int, names: LayerNames) -> dict[str, str]:
+    """Layer-local modules to quantize, in-memory name -> on-disk name; routed experts first (they are
+    dealt over the ranks first)."""
     prefix = layer_prefix(index)
-    local = [module_of(n)[len(prefix) :] for n in quantized if n.startswith(prefix)]
-    return sorted(local, key=lambda m: (not m.startswith(EXPERT_PREFIX), _natural(m)))
+    local = {names.in_memory(m): m for m in (module_of(n)[len(prefix) :] for n in quantized if n.startswith(prefix))}
+    return {m: local[m] for m in sorted(local, key=lambda m: (not m.startswith(EXPERT_PREFIX), _natural(m)))}
 
 
 def _natural(name: str) -> tuple:
@@ -205,21 +215,24 @@ def _run_layers(source, scheme: Scheme, quantized: frozenset[str], ids: torch.Te
                 ranks: Ranks, scratch: Path | None) -> list[LayerStats]:  # fmt: skip
     config = load_config(source.path)
     reader = ShardReader(source)
-    runner = LayerRunner(config, ids.shape[1], options.batch_size)
+    names = LayerNames(source.family)
+    runner = LayerRunner(config, source.family, ids.shape[1], options.batch_size)
     compressed_scheme = scheme.quantization.model_copy(update={"format": scheme.format.value})
     hidden = embed(reader, ids)  # [S, L, H]
     stats = []
     if scratch is not None:
         (scratch / LAYER_DIR).mkdir(parents=True)
     for index in range(config.num_hidden_layers):
-        tensors = reader.layer_tensors(index)
-        layer = build_layer(config, index, tensors)
-        modules = _layer_modules(quantized, index)
+        tensors = reader.layer_tensors(index)  # layer-local on-disk names
+        layer = build_layer(config, source.family, index, tensors)
+        modules = _layer_modules(quantized, index, names)
         if modules:
-            results, tokens = _quantize_layer(layer, modules, hidden, runner, tensors, scheme, options, ranks)
+            in_memory = {names.tensor_in_memory(n): t for n, t in tensors.items()}
+            results, tokens = _quantize_layer(layer, list(modules), hidden, runner, in_memory, scheme, options, ranks)
             for module, result in results.items():  # the quantized layer, as transformers will decode it (bf16)
-                decoded = result.dequantized.to(tensors[f"{module}.weight"].dtype)
+                decoded = result.dequantized.to(in_memory[f"{module}.weight"].dtype)
                 layer.get_submodule(module).weight.data = decoded.float()
+            results = {modules[m]: r for m, r in results.items()}  # on-disk names from here on
             if scratch is not None:
                 prefix = layer_prefix(index)
                 packed = {

@@ -1,7 +1,9 @@
 """Checkpoint identity: file hashing and what names a checkpoint's contents.
 
 A quantgate-made checkpoint is identified by its manifest (which lists every file's sha256); any
-other by the sha256 of its config, index and safetensors shards.
+other by the sha256 of its config, index and safetensors shards, each hashed once and then taken
+from the file-hash cache while the file is unchanged (quantgate.core.file_hashes); `verify=True`
+hashes every file in full.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from quantgate.core.errors import InputError
 from quantgate.core.paths import path_component
 
 INDEX_NAME = "model.safetensors.index.json"
+SINGLE_FILE_NAME = "model.safetensors"  # a checkpoint in one file has no index
 CONFIG_NAME = "config.json"
 MANIFEST_NAME = "quantgate.json"  # written by quant/ beside a checkpoint's weights (quantgate.core.manifest)
 HASH_CHUNK = 1 << 24
@@ -66,32 +69,38 @@ def check_safetensors_weights(model_dir: Path) -> None:
     if (model_dir / INDEX_NAME).exists():
         read_weight_map(model_dir)
         return
-    if (model_dir / "model.safetensors").is_file():
+    if (model_dir / SINGLE_FILE_NAME).is_file():
         return
     if any(model_dir.glob("*.bin")):
         raise InputError(
             f"{model_dir}: only .bin (pickle) weights; quantgate loads safetensors only: convert once with "
             f"transformers (AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True))"
         )
-    raise InputError(f"{model_dir}: no weights ({INDEX_NAME} or model.safetensors)")
+    raise InputError(f"{model_dir}: no weights ({INDEX_NAME} or {SINGLE_FILE_NAME})")
 
 
-def checkpoint_identity(model_dir: Path) -> str:
+def checkpoint_identity(model_dir: Path, verify: bool = False, cache_file: Path | None = None) -> str:
     """sha256 over every file the checkpoint is read from.
 
     A quantgate checkpoint: its manifest (which lists every weight shard's sha256) and every other
     top-level file as it is now (tokenizer, chat template, generation config: edited after the build,
     they still change the identity). Any other checkpoint: every top-level file, weights included
     (`.safetensors`, `.bin`, config, index, tokenizer, templates). Hidden files are not read.
+    Each file's sha256 comes from the file-hash cache (quantgate.core.file_hashes: reused while the
+    file's path, size, mtime and inode are unchanged) unless `verify`, which hashes every file in full.
     """
+    from quantgate.core.file_hashes import FileHashes  # it hashes with sha256_file, from this module
+
     manifest = (model_dir / MANIFEST_NAME).is_file()
+    hashes = FileHashes(cache_file, verify=verify)
     digest = hashlib.sha256()
     for path in sorted(model_dir.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
         if manifest and path.suffix == ".safetensors":
             continue  # their sha256 is in the manifest
-        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+        digest.update(f"{path.name}:{hashes.sha256(path)}\n".encode())
+    hashes.save()
     return ("manifest:" if manifest else "files:") + digest.hexdigest()
 
 

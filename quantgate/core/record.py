@@ -47,7 +47,7 @@ class ModelRef(StrictModel):
     path: str  # the checkpoint folder; for an endpoint its tokenizer folder
     identity: str  # quantgate.core.checkpoint.checkpoint_identity, or the endpoint's
     role: Role
-    name: str | None = None  # an endpoint's label (its served model name)
+    name: str | None = None  # an endpoint's label (its served model name), or a named checkpoint's
     base_url: str | None = None
     served_model: str | None = None
     cache_key: str | None = None  # on a variant's `baseline`: the baseline cache entry compared with

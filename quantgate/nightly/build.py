@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from quantgate.core.errors import InputError
+from quantgate.core.families import family_of_checkpoint
 from quantgate.plan import Plan, PlanVariant
 
 Builder = Callable[[Path, PlanVariant, Path, int], bool]  # (model, variant, target, workers) -> reused
@@ -19,7 +20,8 @@ def _build_rtn(model: Path, variant: PlanVariant, target: Path, workers: int) ->
     from quant.build import QuantizeRequest, quantize
     from quant.schemes import get_scheme
 
-    return quantize(QuantizeRequest(model=model, scheme=get_scheme(variant.scheme), out=target, workers=workers)).reused
+    scheme = get_scheme(variant.scheme, family_of_checkpoint(model))
+    return quantize(QuantizeRequest(model=model, scheme=scheme, out=target, workers=workers)).reused
 
 
 def _build_gptq(model: Path, variant: PlanVariant, target: Path, workers: int) -> bool:
@@ -33,7 +35,10 @@ def _build_gptq(model: Path, variant: PlanVariant, target: Path, workers: int) -
     threads = torch.get_num_threads()  # GPTQ pins its own thread count (part of its output's identity)
     try:
         outcome = quantize_gptq(
-            GPTQRequest(model=model, scheme=get_scheme(variant.scheme), out=target, calibration=calibration)
+            GPTQRequest(
+                model=model, scheme=get_scheme(variant.scheme, family_of_checkpoint(model)), out=target,
+                calibration=calibration,
+            )
         )
     finally:
         torch.set_num_threads(threads)
@@ -48,8 +53,8 @@ def check_schemes(plan: Plan) -> None:
     from quant.schemes import get_scheme
 
     for index, variant in enumerate(plan.variants):
-        if variant.endpoint is not None:
-            continue  # served elsewhere: nothing to build
+        if not variant.builds:
+            continue  # served or made elsewhere: nothing to build
         if variant.method not in BUILDERS:
             raise InputError(
                 f"variants.{index}.method: no builder for method {variant.method!r}; known: {', '.join(BUILDERS)}"

@@ -74,7 +74,10 @@ def suite_ref(plan_path: Path, suite: str) -> str:
 
 def _checkpoint_paths(plan: Plan, pairs: list[Pair], request: NightlyRequest, progress: Progress) -> dict[str, Path]:
     paths = {plan.baseline_name: plan.model}
-    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.endpoint is None):
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.path is not None):
+        paths[plan.checkpoint_name(variant)] = Path(variant.path)  # checked by load_plan
+        progress.note(f"variant {variant.name}: {variant.origin}")
+    for variant in dict.fromkeys(p.variant for p in pairs if p.variant is not None and p.variant.builds):
         start = time.perf_counter()
         path, reused = build_variant(plan, variant, request.state / "variants", request.workers)
         paths[plan.checkpoint_name(variant)] = path
@@ -132,6 +135,7 @@ def _measure(
         try:
             request_for_pairs = EvalRequest(
                 models=[] if is_baseline or endpoint is not None else [paths[checkpoint]],
+                model_names=None if is_baseline or endpoint is not None else [checkpoint],
                 endpoints=[] if endpoint is None else [_endpoint(plan, endpoint, request.plan_path)],
                 suites=[suite_ref(request.plan_path, p.suite) for p in todo],
                 out=scratch,
@@ -156,7 +160,7 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
     from quantgate.finish import finish
     from quantgate.tracking.store import resolve_store
 
-    plan = load_plan(request.plan_path)
+    plan = load_plan(request.plan_path, locate=True)
     configs = {name: load_suite(suite_ref(request.plan_path, name)) for name in plan.suites}  # checked first
     try:
         check_schemes(plan)
@@ -168,7 +172,7 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome:
         p for p in pairs if p.variant and p.variant.endpoint and configs[p.suite].kind in IN_PROCESS_KINDS
     ]
     pairs = [p for p in pairs if p not in in_process_only]
-    builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.endpoint is None})
+    builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.builds})
     progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))
     progress.note(
         f"nightly {nightly_id}: plan {plan.name}, shard {request.shard}, {len(pairs)} (checkpoint, suite) pairs"

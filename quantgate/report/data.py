@@ -5,9 +5,12 @@ Everything the renderers and plots need is here, so they never read files or MLf
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from quantgate.core.checkpoint import stored_size
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
 from quantgate.gates.evaluate import GateReport, recovery
@@ -36,6 +39,7 @@ class VariantRow:
     scheme: str
     group: str
     canary: bool
+    origin: str  # where the checkpoint came from (PlanVariant.origin)
     outcome: str  # pass / fail / caught (canary failing a gate) / MISSED (canary passing all) / incomplete
     checkpoint_bytes: float | None
     bits_per_weight: float | None
@@ -74,8 +78,11 @@ class ReportData:
         return {int(layer): values[name] for layer, values in layers.items() if name in values}
 
 
-def _size(results: dict[tuple[str, str], ResultRecord], checkpoint: str) -> tuple[float | None, float | None]:
-    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest."""
+def _size(
+    results: dict[tuple[str, str], ResultRecord], checkpoint: str, folder: Path | None = None
+) -> tuple[float | None, float | None]:
+    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest, else (bytes
+    only) from its safetensors shards in `folder` where this machine has them."""
     latency = results.get((checkpoint, "latency"))
     size = latency.metric("checkpoint_bytes") if latency else None
     bits = latency.metric("bits_per_weight") if latency else None
@@ -84,6 +91,8 @@ def _size(results: dict[tuple[str, str], ResultRecord], checkpoint: str) -> tupl
         manifest = next((m for m in manifests if m is not None), None)
         if manifest:
             return float(manifest.total_bytes), float(manifest.bits_per_weight.overall)
+        if folder is not None and any(folder.glob("*.safetensors")):
+            return float(stored_size(folder)[0]), None
         return None, None
     return size.value, bits.value if bits else None
 
@@ -98,20 +107,52 @@ def _outcome(gates: GateReport, name: str, canary: bool) -> str:
     return "fail" if failing else "pass"
 
 
+def _scheme_of(results: dict[tuple[str, str], ResultRecord], checkpoint: str, variant) -> str:
+    """An endpoint's or a checkpoint made elsewhere: its manifest's scheme when it has one, else what it is."""
+    if variant.endpoint is not None:
+        return f"endpoint {variant.endpoint.base_url}"
+    manifests = (r.manifest() for (c, _), r in results.items() if c == checkpoint)
+    manifest = next((m for m in manifests if m is not None), None)
+    if manifest is not None:
+        return manifest.scheme.name
+    try:  # the checkpoint's own config.json, where this machine has it
+        config = json.loads((Path(variant.path) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return "made elsewhere"
+    return describe_quantization(config.get("quantization_config"))
+
+
+def describe_quantization(config: dict | None) -> str:
+    """A checkpoint's quantization_config in a few words: `int4 group 128 sym (pack-quantized)`."""
+    if not isinstance(config, dict):
+        return "unquantized"
+    if config.get("quant_method") != "compressed-tensors":
+        return str(config.get("quant_method", "unknown quantization"))
+    parts = []
+    for group in (config.get("config_groups") or {}).values():
+        weights = group.get("weights") or {}
+        how = f"{weights.get('type', '?')}{weights.get('num_bits', '?')} {weights.get('strategy', '?')}"
+        if weights.get("group_size"):
+            how += f" {weights['group_size']}"
+        how += " sym" if weights.get("symmetric") else " asym"
+        parts.append(f"{how} ({group.get('format') or config.get('format', '?')})")
+    return ", ".join(parts) or "compressed-tensors"
+
+
 def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_id: str) -> ReportData:
     by_pair = {(r.variant, r.suite): r for r in results}
     variants = []
     for variant in plan.variants:
         checkpoint = plan.checkpoint_name(variant)
-        size, bits = _size(by_pair, checkpoint)
+        size, bits = _size(by_pair, checkpoint, Path(variant.path) if variant.path else None)
         variants.append(
             VariantRow(
-                variant.name, checkpoint, variant.scheme or f"endpoint {variant.endpoint.base_url}", variant.group,
-                variant.canary,
+                variant.name, checkpoint, variant.scheme or _scheme_of(by_pair, checkpoint, variant), variant.group,
+                variant.canary, variant.origin,
                 _outcome(gates, variant.name, variant.canary), size, bits,
             )
         )
-    baseline_bytes, _ = _size(by_pair, plan.baseline_name)
+    baseline_bytes, _ = _size(by_pair, plan.baseline_name, plan.model)
     return ReportData(plan, nightly_id, gates, by_pair, variants, baseline_bytes)
 
 

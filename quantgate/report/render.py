@@ -15,14 +15,14 @@ def _fmt(x: float | None) -> str:
 
 def _variant_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     columns = headline_columns(data)
-    header = ["variant", "scheme", "group", "outcome", "size / BF16", "bits/weight"]
+    header = ["variant", "scheme", "origin", "group", "outcome", "size / BF16", "bits/weight"]
     header += [f"{suite}.{name}" for suite, name in columns]
-    rows = [["BF16 (baseline)", "bf16", "–", "–", "1", "16"] + [
+    rows = [["BF16 (baseline)", "bf16", str(data.plan.model), "–", "–", "1", "16"] + [
         _fmt(m.value if (m := data.baseline_metric(s, n)) else None) for s, n in columns
     ]]
     for v in data.variants:
         size = v.checkpoint_bytes / data.baseline_bytes if v.checkpoint_bytes and data.baseline_bytes else None
-        cells = [v.name + (" (canary)" if v.canary else ""), v.scheme, v.group, v.outcome, _fmt(size),
+        cells = [v.name + (" (canary)" if v.canary else ""), v.scheme, v.origin, v.group, v.outcome, _fmt(size),
                  _fmt(v.bits_per_weight)]
         for suite, name in columns:
             metric, recovered = data.metric(v.checkpoint, suite, name), data.recovery_pct(v.checkpoint, suite, name)

@@ -108,7 +108,8 @@ def nightly_record(
     )
     checkpoints = [baseline] + [
         CheckpointInfo(
-            plan.checkpoint_name(v), v.name, v.scheme or "endpoint", v.method or "none", v.calibration, v.group,
+            plan.checkpoint_name(v), v.name, v.scheme or ("endpoint" if v.endpoint else "made elsewhere"),
+            v.method or "none", v.calibration, v.group,
             v.canary, False,
         )
         for v in plan.variants

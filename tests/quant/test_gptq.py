@@ -110,20 +110,21 @@ def test_layerwise_forward_matches_transformers_and_experts_see_their_routed_tok
     from transformers import AutoModelForCausalLM
 
     ids, _ = build_calibration(CalibrationSpec(samples=2, sample_length=64), model_copy, ROOT)
-    config, reader = load_config(model_copy), ShardReader(load_source(model_copy))
-    runner = LayerRunner(config, 64)
+    source = load_source(model_copy)
+    config, reader, family = load_config(model_copy), ShardReader(source), source.family
+    runner = LayerRunner(config, family, 64)
     hidden = embed(reader, ids)  # [S, L, H]
     inputs_of_layer_1 = None
     for index in range(config.num_hidden_layers):
         if index == 1:
             inputs_of_layer_1 = hidden
-        hidden = runner.run(build_layer(config, index, reader.layer_tensors(index)), hidden)
+        hidden = runner.run(build_layer(config, family, index, reader.layer_tensors(index)), hidden)
     model = AutoModelForCausalLM.from_pretrained(model_copy, dtype=torch.float32)
     with torch.no_grad():
         want = model(ids, output_hidden_states=True).hidden_states[-1]
     assert torch.allclose(model.model.norm(hidden), want, atol=1e-4)
 
-    layer = build_layer(config, 1, reader.layer_tensors(1))
+    layer = build_layer(config, family, 1, reader.layer_tensors(1))
     experts = layer.mlp.experts
     captured: dict[tuple[int, str], torch.Tensor] = {}
     experts.observe = lambda e, proj, x, _w: captured.__setitem__((e, proj), x.clone())
