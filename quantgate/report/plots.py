@@ -23,6 +23,7 @@ DIFFERENCE_METRICS = (
     ("toolcall", "task_success_delta"),
 )
 LONGHORIZON_STEPS = 300  # the survival figure's horizon
+LONGHORIZON_FLOOR = 1e-9  # its lowest probability drawn
 COLOURS = {"pass": "#2a9d4b", "fail": "#d1495b", "caught": "#7a5195", "MISSED": "#ef8a17", "incomplete": "#888888"}
 
 
@@ -153,15 +154,17 @@ def longhorizon_survival(data: ReportData) -> bytes | None:
     figure, axes = plt.subplots(figsize=(6.4, 4))
     for variant, rate, low, high, n in lines:
         label = f"{variant.name}{' (canary)' if variant.canary else ''}: p = {rate:.3f} ({n} steps)"
-        line, = axes.plot(steps, [(1 - rate) ** k for k in steps], label=label,
+        line, = axes.plot(steps, [max((1 - rate) ** k, LONGHORIZON_FLOOR) for k in steps], label=label,
                           linestyle="--" if variant.canary else "-")
-        axes.fill_between(steps, [(1 - high) ** k for k in steps], [(1 - low) ** k for k in steps],
+        axes.fill_between(steps, [max((1 - high) ** k, LONGHORIZON_FLOOR) for k in steps],
+                          [max((1 - low) ** k, LONGHORIZON_FLOOR) for k in steps],
                           color=line.get_color(), alpha=0.12, linewidth=0)
     for k in (100, 200, 300):
         axes.axvline(k, color="#999", linewidth=0.6, linestyle=":")
-    axes.set_ylim(-0.02, 1.02)
+    axes.set_yscale("log")  # (1 - p)^k is a straight line; BF16 against itself is 1
+    axes.set_ylim(LONGHORIZON_FLOOR, 2)
     axes.set_xlabel("sequential tool-call steps k")
-    axes.set_ylabel("P(no disagreement with BF16 by step k)")
+    axes.set_ylabel("P(no disagreement with BF16 by step k), log")
     axes.set_title("Long horizon: survival of agreement with BF16")
     axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
