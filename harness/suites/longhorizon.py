@@ -33,10 +33,11 @@ from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from harness import kl
-from harness.backends.base import Backend
+from harness.backends.base import Backend, Window
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from harness.suites.paths import suite_data_path
 from harness.suites.perplexity import gather_partial
+from harness.toolcall.freerun import free_run
 from harness.toolcall.horizon_stats import horizon_summary, survival_curve
 from harness.toolcall.loop import declared_schema_errors, detect_parser
 from harness.toolcall.parsers import PARSERS, parser_for
@@ -45,6 +46,7 @@ from quantgate.core.errors import InputError
 from quantgate.core.metrics import Metric
 
 ARTIFACT = "longhorizon.safetensors"
+FREE_RUN = "free_run.json"  # the baseline's free run: per session, each action's prompt, tokens, text and argmax
 
 
 class LonghorizonConfig(SuiteConfig):
@@ -57,6 +59,7 @@ class LonghorizonConfig(SuiteConfig):
     validity_steps: int = Field(0, ge=0)  # generate the model's own action at up to N steps where it is unknown
     parser: str = "auto"  # for those generated actions
     max_new_tokens: int = Field(96, ge=1)
+    free_run_actions: int = Field(0, ge=0)  # free-running mode: greedy actions per session (0: off)
     stop: list[str] = ["<|im_end|>", "[EOS]"]
 
     @field_validator("parser")
@@ -102,7 +105,7 @@ def _generated_valid(config: LonghorizonConfig, backend: Backend, steps: list[St
     """Greedy actions of the model at these steps, each checked: calls, declared, schema-valid."""
     if not steps:
         return []
-    parse = parser_for(detect_parser(backend) if config.parser == "auto" else config.parser)
+    parse = _parser(config, backend)
     texts = backend.generate([s.prompt for s in steps], config.max_new_tokens, config.stop)
     valid = []
     for step, text in zip(steps, texts, strict=True):
@@ -148,6 +151,41 @@ def _own_metrics(rows: list[dict], target_logprobs: torch.Tensor) -> list[Metric
     return metrics
 
 
+def _parser(config: LonghorizonConfig, backend: Backend) -> Any:
+    return parser_for(detect_parser(backend) if config.parser == "auto" else config.parser)
+
+
+def _free_run_baseline(config: LonghorizonConfig, backend: Backend, out_dir: Path) -> dict[str, Any]:
+    """The baseline's own free run, scored along itself; written to FREE_RUN."""
+    sessions = read_sessions(suite_data_path(config.sessions_file))[: config.sessions]
+    runs = free_run(backend, sessions, _parser(config, backend), actions=config.free_run_actions,
+                    context_tokens=config.context_tokens, max_new_tokens=config.max_new_tokens, stop=config.stop)
+    steps = [a for run in runs for a in run]
+    scores = backend.score_windows([Window(tokens=a["prompt"] + a["action"], scored=len(a["action"])) for a in steps],
+                                   1)
+    for action, score in zip(steps, scores, strict=True):
+        action["argmax"] = _argmax(score).tolist()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {s.session_id: run for s, run in zip(sessions, runs, strict=True)}
+    (out_dir / FREE_RUN).write_text(json.dumps(record))
+    consistent = sum(a["argmax"] == a["action"] for a in steps)
+    return {"actions": {s: len(run) for s, run in record.items()}, "self_consistent": consistent / len(steps)}
+
+
+def _free_run_divergence(config: LonghorizonConfig, backend: Backend, baseline: Measurement) -> dict[str, int | None]:
+    """Per session: the first action of the baseline's free run where the variant's greedy output differs."""
+    record = json.loads((baseline.out_dir / FREE_RUN).read_text())
+    steps = [a for run in record.values() for a in run]
+    scores = backend.score_windows([Window(tokens=a["prompt"] + a["action"], scored=len(a["action"])) for a in steps],
+                                   1)
+    differs = iter([_argmax(score).tolist() != a["argmax"] for a, score in zip(steps, scores, strict=True)])
+    divergence = {}
+    for session, run in record.items():
+        flags = [next(differs) for _ in run]
+        divergence[session] = flags.index(True) if True in flags else None
+    return divergence
+
+
 def measure(config: LonghorizonConfig, backend: Backend, out_dir: Path) -> Measurement:
     steps, tools, counts = _steps(config, backend)
     scores = _score(config, backend, steps, config.top_k)
@@ -175,6 +213,8 @@ def measure(config: LonghorizonConfig, backend: Backend, out_dir: Path) -> Measu
     metrics = _own_metrics(rows, arrays["target_logprobs"]) + [
         Metric("on_record_rate", on_record / len(rows), "none", n=len(rows))]
     extra = {"context_policy": context_policy(config), "sessions": counts, "score_every": config.score_every}
+    if config.free_run_actions:
+        extra["free_run"] = _free_run_baseline(config, backend, out_dir)
     return Measurement(metrics=metrics, samples=rows, out_dir=out_dir, extra=extra)
 
 
@@ -225,6 +265,9 @@ def measure_against(config: LonghorizonConfig, backend: Backend, out_dir: Path, 
     save_file({k: v.contiguous() for k, v in arrays.items()}, out_dir / ARTIFACT)
     extra = {"context_policy": context_policy(config), "sessions": counts, "score_every": config.score_every,
              "generated_for_validity": len(unknown)}
+    if config.free_run_actions:
+        extra["free_run_actions"] = baseline.extra["free_run"]["actions"]
+        extra["free_run_first_divergence"] = _free_run_divergence(config, backend, baseline)
     metrics = _own_metrics(rows, arrays["target_logprobs"])
     return Measurement(metrics=metrics, samples=rows, out_dir=out_dir, extra=extra)
 
@@ -266,7 +309,22 @@ def compare(config: LonghorizonConfig, variant: Measurement, baseline: Measureme
     if valid and base_valid:
         metrics.append(Metric("valid_call_rate_difference", sum(valid) / len(valid) - sum(base_valid) / len(base_valid),
                               "higher", None, "variant - baseline", len(valid)))
-    return metrics
+    return metrics + _free_run_metrics(variant)
+
+
+def _free_run_metrics(variant: Measurement) -> list[Metric]:
+    """How far the variant's own free run follows the baseline's: share of sessions that leave it, and the
+    mean first action where they do (a session that never leaves counts as its number of actions)."""
+    divergence = variant.extra.get("free_run_first_divergence")
+    if not divergence:
+        return []
+    actions = variant.extra["free_run_actions"]
+    n = len(divergence)
+    left = sum(step is not None for step in divergence.values())
+    reached = [actions[s] if step is None else step for s, step in divergence.items()]
+    return [Metric("free_run_diverged", left / n, "lower", None, "share of sessions", n),
+            Metric("free_run_first_divergence_mean", sum(reached) / n, "higher", None,
+                   f"actions (censored at {max(actions.values())})", n)]
 
 
 def curve(variant: Measurement) -> dict[str, list[float]]:

@@ -36,6 +36,7 @@ class Session:
     session_id: str
     tools: list[dict[str, Any]]
     messages: list[dict[str, Any]]
+    initial_state: dict[str, Any] | None = None  # the tool environment's state at the start, when recorded
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,14 @@ def read_sessions(path: Path) -> list[Session]:
         if not isinstance(tools, list):
             raise InputError(f"{where}: tools: not a list of OpenAI tool schemas")
         session_id = str(row.get("id", f"{path.stem}-{number}"))
-        sessions.append(Session(session_id, tools, _normalised(row["messages"], where)))
+        state = row.get("initial_state")
+        sessions.append(Session(session_id, tools, _normalised(row["messages"], where), state))
     if not sessions:
         raise InputError(f"{path}: no sessions")
     return sessions
 
 
-class _Renderer:
+class Renderer:
     """A backend's chat template, one message at a time (see the module docstring)."""
 
     def __init__(self, backend: Backend) -> None:
@@ -130,9 +132,24 @@ class _Renderer:
         return rendered[: len(rendered) - len(self.generation_prompt) - (self._offset - self._start)]
 
 
+def fit_prompt(head: list[int], pieces: list[list[int]], prompt_end: list[int], budget: int) -> list[int] | None:
+    """The context policy: `head`, then the most recent whole `pieces` within `budget` tokens, then the
+    generation prompt; None when not even the last piece fits."""
+    room = budget - len(head) - len(prompt_end)
+    kept: list[list[int]] = []
+    for piece in reversed(pieces):
+        if len(piece) > room:
+            break
+        room -= len(piece)
+        kept.insert(0, piece)
+    if room < 0 or not kept:
+        return None
+    return head + [t for piece in kept for t in piece] + prompt_end
+
+
 def step_windows(backend: Backend, session: Session, context_tokens: int) -> list[Step]:
     """The session's steps with their prompts under the context policy."""
-    renderer = _Renderer(backend)
+    renderer = Renderer(backend)
     head = renderer.head(session.tools)
     pieces = [renderer.message(m) for m in session.messages]
     probe = session.messages[: min(6, len(session.messages))]
@@ -147,25 +164,16 @@ def step_windows(backend: Backend, session: Session, context_tokens: int) -> lis
             if piece[: len(prompt_end)] != prompt_end:
                 raise InputError(f"session {session.session_id}: messages.{position}: no generation prompt before it")
             action = piece[len(prompt_end) :]
-            room = context_tokens - len(head) - len(prompt_end) - len(action)
-            kept: list[int] = []
-            for earlier in reversed(history):
-                if len(pieces[earlier]) > room:
-                    break
-                room -= len(pieces[earlier])
-                kept.insert(0, earlier)
-            if room < 0 or not kept:
+            prompt = fit_prompt(head, [pieces[i] for i in history], prompt_end, context_tokens - len(action))
+            if prompt is None:
                 raise InputError(
                     f"session {session.session_id}: messages.{position}: context_tokens {context_tokens} leaves "
                     f"no room for the message before the call (tool block {len(head)} tokens, call {len(action)})"
                 )
             calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
                      for c in message["tool_calls"]]
-            steps.append(Step(
-                session.session_id, len(steps), calls,
-                head + [t for i in kept for t in pieces[i]] + prompt_end, action,
-                len(head) + sum(len(pieces[i]) for i in history),
-            ))
+            steps.append(Step(session.session_id, len(steps), calls, prompt, action,
+                              len(head) + sum(len(pieces[i]) for i in history)))
         if message["role"] != "system":
             history.append(position)
     return steps

@@ -116,3 +116,16 @@ def test_bad_session_lines_name_the_file_and_line(tmp_path, bundled_backend):
     [session] = read_sessions(path)
     with pytest.raises(InputError, match="messages.1: context_tokens 16 leaves no room"):
         step_windows(bundled_backend, session, 16)
+
+
+def test_free_running_first_divergence(bundled_backend, backend, tmp_path):
+    """The baseline runs the first session on its own (its calls executed in the session's environment);
+    BF16 never leaves that trajectory, the w2 canary leaves it at the first action."""
+    free = config(score_every=200, free_run_actions=2, max_new_tokens=48)
+    base = LONGHORIZON_SUITE.measure(free, bundled_backend, tmp_path / "base")
+    assert base.extra["free_run"] == {"actions": {"longhorizon-00-support": 2}, "self_consistent": 1.0}
+    for name, first, diverged in (("bf16", None, 0.0), ("w2a16-g32", 0, 1.0)):
+        variant = LONGHORIZON_SUITE.measure_against(free, backend(name), tmp_path / name, base)
+        assert variant.extra["free_run_first_divergence"] == {"longhorizon-00-support": first}
+        metrics = {m.name: m.value for m in LONGHORIZON_SUITE.compare(free, variant, base)}
+        assert metrics["free_run_diverged"] == diverged

@@ -11,7 +11,8 @@ that cannot run on the state as it has become (an order already refunded, a slot
 is drawn again; its calls never reach the session.
 
 Each line is an OpenAI chat request with its recorded trajectory, the same shape as an imported
-agent log: {"id", "tools": [OpenAI tool schema], "messages": [...]}, assistant tool calls with
+agent log: {"id", "tools": [OpenAI tool schema], "messages": [...], "initial_state"} (the environment's
+state at the start, which a free-running replay executes calls against), assistant tool calls with
 `function.arguments` as a JSON string and Kimi K2 call ids (`functions.NAME:IDX`, IDX counting the
 calls of one user request, as the bundled model's training chats do). Sessions draw customers from the
 held-out name pool (never in training, see tinyk2.world) and training chats are single requests, so no
@@ -21,6 +22,7 @@ session is in the training data.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -94,6 +96,7 @@ def build_session(seed: int, index: int, kind: str, min_calls: int) -> dict[str,
     tools = SESSION_TOOLS[kind]
     intents = sorted(name for name, needs in INTENT_TOOLS.items() if needs <= set(tools))
     state: State = random_shop_state(rng, world, people)
+    initial_state = copy.deepcopy(state)
     messages: list[dict[str, Any]] = []
     calls = 0
     while calls < min_calls:
@@ -109,7 +112,7 @@ def build_session(seed: int, index: int, kind: str, min_calls: int) -> dict[str,
         calls += sum(len(turn) for turn in dialogue.turns)
         state = dialogue.env.state()
     return {"id": f"longhorizon-{index:02d}-{kind}", "tools": [TOOL_SCHEMAS[name] for name in tools],
-            "messages": messages}
+            "messages": messages, "initial_state": initial_state}
 
 
 def build_sessions(seed: int = 0, min_calls: int = 200) -> list[dict[str, Any]]:
