@@ -16,6 +16,10 @@ forward pass per step:
 The comparison turns per-step disagreement into a rate with its Wilson interval, a survival curve and the
 projected probability of completing 100, 200 and 300 steps (harness.toolcall.horizon_stats).
 
+Free-running mode (`free_run_actions`, harness.toolcall.freerun): the baseline runs each session on its
+own, its calls executed; the variant, teacher-forced along that run, gives the first action where its own
+free run would leave the baseline's (`free_run_diverged`, `free_run_first_divergence_mean`).
+
 `score_every` scores every n-th step of each session (a session keeps its full history: n only thins what
 is scored), which is how the nightly stays cheap; `sessions` keeps the first N sessions.
 Artifacts: `longhorizon.safetensors`, per scored action token: target_ids, argmax_ids, target_logprobs,
@@ -38,7 +42,7 @@ from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_su
 from harness.suites.paths import suite_data_path
 from harness.suites.perplexity import gather_partial
 from harness.toolcall.freerun import free_run
-from harness.toolcall.horizon_stats import horizon_summary, survival_curve
+from harness.toolcall.horizon_stats import horizon_summary
 from harness.toolcall.loop import declared_schema_errors, detect_parser
 from harness.toolcall.parsers import PARSERS, parser_for
 from harness.toolcall.sessions import Step, read_sessions, step_windows
@@ -325,12 +329,6 @@ def _free_run_metrics(variant: Measurement) -> list[Metric]:
     return [Metric("free_run_diverged", left / n, "lower", None, "share of sessions", n),
             Metric("free_run_first_divergence_mean", sum(reached) / n, "higher", None,
                    f"actions (censored at {max(actions.values())})", n)]
-
-
-def curve(variant: Measurement) -> dict[str, list[float]]:
-    """The survival curve of a compared variant, for the report."""
-    summary = horizon_summary(variant.samples)
-    return survival_curve(summary["rate"], summary["rate_low"], summary["rate_high"])
 
 
 LONGHORIZON_SUITE = register_suite(SuiteKind("longhorizon", LonghorizonConfig, measure, compare, measure_against))

@@ -77,14 +77,3 @@ def horizon_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "long_prompts": {"steps": long_n, "rate": long_miss / long_n if long_n else 0.0},
         "long_vs_short_p": two_proportion_p(short_miss, short_n, long_miss, long_n),
     }
-
-
-def survival_curve(rate: float, low: float, high: float, last: int = max(HORIZONS)) -> dict[str, list[float]]:
-    """S(k) for k = 0..last with its band: what the report's figure draws."""
-    steps = list(range(last + 1))
-    return {
-        "step": [float(k) for k in steps],
-        "survival": [survival(rate, k) for k in steps],
-        "low": [survival(high, k) for k in steps],
-        "high": [survival(low, k) for k in steps],
-    }
