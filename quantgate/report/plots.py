@@ -22,6 +22,8 @@ DIFFERENCE_METRICS = (
     ("benchmark", "tinyk2_arith/exact_match_delta"),
     ("toolcall", "task_success_delta"),
 )
+LONGHORIZON_STEPS = 300  # the survival figure's horizon
+LONGHORIZON_FLOOR = 1e-9  # its lowest probability drawn
 COLOURS = {"pass": "#2a9d4b", "fail": "#d1495b", "caught": "#7a5195", "MISSED": "#ef8a17", "incomplete": "#888888"}
 
 
@@ -137,6 +139,38 @@ def toolcall_success(data: ReportData) -> bytes | None:
     return _png(figure)
 
 
+def longhorizon_survival(data: ReportData) -> bytes | None:
+    """P(no disagreement with BF16 by step k) = (1 - p)^k from each variant's per-step disagreement rate p,
+    the band from its Wilson 95 % interval; teacher-forced steps are independent trials."""
+    lines = []
+    for variant in data.variants:
+        rate, low, high = (data.metric(variant.checkpoint, "longhorizon", name)
+                           for name in ("disagreement_rate", "disagreement_rate_low", "disagreement_rate_high"))
+        if rate is not None and low is not None and high is not None:
+            lines.append((variant, rate.value, low.value, high.value, rate.n))
+    if not lines:
+        return None
+    steps = list(range(LONGHORIZON_STEPS + 1))
+    figure, axes = plt.subplots(figsize=(6.4, 4))
+    for variant, rate, low, high, n in lines:
+        label = f"{variant.name}{' (canary)' if variant.canary else ''}: p = {rate:.3f} ({n} steps)"
+        line, = axes.plot(steps, [max((1 - rate) ** k, LONGHORIZON_FLOOR) for k in steps], label=label,
+                          linestyle="--" if variant.canary else "-")
+        axes.fill_between(steps, [max((1 - high) ** k, LONGHORIZON_FLOOR) for k in steps],
+                          [max((1 - low) ** k, LONGHORIZON_FLOOR) for k in steps],
+                          color=line.get_color(), alpha=0.12, linewidth=0)
+    for k in (100, 200, 300):
+        axes.axvline(k, color="#999", linewidth=0.6, linestyle=":")
+    axes.set_yscale("log")  # (1 - p)^k is a straight line; BF16 against itself is 1
+    axes.set_ylim(LONGHORIZON_FLOOR, 2)
+    axes.set_xlabel("sequential tool-call steps k")
+    axes.set_ylabel("P(no disagreement with BF16 by step k), log")
+    axes.set_title("Long horizon: survival of agreement with BF16")
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    return _png(figure)
+
+
 def trends(data: ReportData) -> bytes | None:
     table = data.trends
     if table is None or getattr(table, "empty", True) or len(table.index) < 2:
@@ -163,5 +197,6 @@ FIGURES = (
     ("KL-divergence distribution", kl_distribution),
     ("Routing agreement per layer", routing_by_layer),
     ("Tool-call success per variant", toolcall_success),
+    ("Long-horizon survival", longhorizon_survival),
     ("Trends", trends),
 )

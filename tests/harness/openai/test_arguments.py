@@ -34,6 +34,9 @@ def test_serve_flags_come_from_the_model(bundled_model: Path) -> None:
         "backend": "xgrammar",
         "disable_any_whitespace": True,
     }
+    assert "--attention-backend" not in argv  # the AMX MLA kernel serves bf16
+    float32, _ = command(ServeConfig(model=bundled_model, dtype="float32"), 8123)
+    assert float32[float32.index("--attention-backend") + 1] == "CPU_MLA"
     cuda, cuda_env = command(ServeConfig(model=bundled_model, device="cuda"), 8123)
     assert "--enforce-eager" not in cuda and "VLLM_CPU_KVCACHE_SPACE" not in cuda_env
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_shipped_nightly_plan_loads():
     plan = load_plan(ROOT / "plans" / "nightly.yaml")
     assert plan.baseline_name == "kimi-k2-tiny"
-    assert plan.suites == ["perplexity", "benchmark", "toolcall", "latency"]
+    assert plan.suites == ["perplexity", "benchmark", "toolcall", "longhorizon", "latency"]
     real = {v.name for v in plan.variants if not v.canary}
     assert real == {"kimi-k2-thinking-int4", "kimi-k2-thinking-int4-gptq", "w4a16-g128", "w8a16", "fp8-block"}
     assert {v.name for v in plan.variants if v.canary} == {"w3a16-g32", "w2a16-g32"}
