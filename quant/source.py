@@ -18,7 +18,14 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, SINGLE_FILE_NAME, read_weight_map, sha256_file
+from quantgate.core.checkpoint import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    SINGLE_FILE_NAME,
+    read_json_object,
+    read_weight_map,
+    sha256_file,
+)
 from quantgate.core.errors import InputError
 from quantgate.core.families import Family, family_of_config
 
@@ -65,20 +72,6 @@ class SourceCheckpoint:
         return sorted((t for t in self.tensors.values() if t.shard == shard), key=lambda t: t.name)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
-    except OSError as error:  # a directory, unreadable
-        raise InputError(f"{path}: unreadable ({error.strerror})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: not a JSON object (got {type(data).__name__})")
-    return data
-
-
 def _read_header(shard_path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Tensor name -> (shape, dtype) from a shard's header; a truncated or corrupt file is an InputError."""
     size = shard_path.stat().st_size
@@ -110,8 +103,8 @@ def load_source(path: Path) -> SourceCheckpoint:
     if not path.is_dir():
         raise InputError(f"{path}: not a checkpoint directory")
     _check_links(path)
-    _read_json(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
-    config = _read_json(path / CONFIG_NAME)
+    read_json_object(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
+    config = read_json_object(path / CONFIG_NAME)
     if "quantization_config" in config:
         quantization = config["quantization_config"]
         method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else quantization

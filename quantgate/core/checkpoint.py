@@ -35,6 +35,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding an object (config.json, an index); anything else is an InputError naming it."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:  # a directory, a parent that is a file, unreadable
+        raise InputError(f"{path}: unreadable ({error.strerror})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a JSON object (got {type(data).__name__})")
+    return data
+
+
 def read_weight_map(model_dir: Path) -> dict[str, str]:
     """The index's tensor name -> shard file name, each shard a plain file name inside `model_dir`.
 
@@ -42,16 +57,7 @@ def read_weight_map(model_dir: Path) -> dict[str, str]:
     is an InputError naming the index and the tensor, before any shard is opened or written.
     """
     path = model_dir / INDEX_NAME
-    try:
-        index = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
-    except OSError as error:  # a directory, a parent that is a file, unreadable
-        raise InputError(f"{path}: unreadable ({error.strerror})") from None
-    if not isinstance(index, dict):
-        raise InputError(f"{path}: not a JSON object (got {type(index).__name__})")
+    index = read_json_object(path)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise InputError(f"{path}: no weight_map (an object of tensor name -> shard file)")

@@ -11,11 +11,11 @@ quant/ builds schemes, ignore lists, GPTQ's per-expert calibration and its per-g
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantgate.core.checkpoint import CONFIG_NAME, read_json_object
 from quantgate.core.errors import InputError
 
 LM_HEAD = "lm_head"
@@ -160,14 +160,8 @@ def family_of_checkpoint(model_dir: Path) -> Family:
     """The family of the checkpoint folder `model_dir` (from its config.json)."""
     if not Path(model_dir).is_dir():
         raise InputError(f"{model_dir}: not a checkpoint directory")
-    path = Path(model_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
-    return family_of_config(config, path)
+    path = Path(model_dir) / CONFIG_NAME
+    return family_of_config(read_json_object(path), path)
 
 
 def matches(pattern: str, module_name: str) -> bool:
