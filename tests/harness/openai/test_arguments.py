@@ -146,11 +146,12 @@ def test_base_url_with_or_without_v1_is_the_same_server(bundled_model: Path) -> 
     assert Endpoint("https://api.example.com/openai/v1", "m", bundled_model).base_url == "https://api.example.com/openai"
 
 
-def test_served_model_name_as_vllm_spells_it(tmp_path: Path, capsys) -> None:
+def test_served_model_name_as_vllm_spells_it(bundled_model: Path, tmp_path: Path, capsys) -> None:
     """`--served-model-name` (vLLM's flag) and the older `--served-model` mean the same; without
     --backend openai either is an input error naming the flag."""
     for flag in ("--served-model-name", "--served-model"):
-        args = ["eval", "--model", str(tmp_path), "--suite", "perplexity", "--out", str(tmp_path / "o"), flag, "x"]
+        out = str(tmp_path / "o")
+        args = ["eval", "--model", str(bundled_model), "--suite", "perplexity", "--out", out, flag, "x"]
         code = main(args)
         assert code == 2
         assert capsys.readouterr().err.splitlines()[-1] == (
