@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
 from harness import kl
@@ -44,7 +44,7 @@ from harness.suites.perplexity import gather_partial
 from harness.toolcall.freerun import free_run
 from harness.toolcall.horizon_stats import horizon_summary
 from harness.toolcall.loop import declared_schema_errors, detect_parser
-from harness.toolcall.parsers import PARSERS, parser_for
+from harness.toolcall.parsers import ParserSetting, parser_for
 from harness.toolcall.sessions import Step, read_sessions, step_windows
 from quantgate.core.errors import InputError
 from quantgate.core.metrics import Metric
@@ -61,17 +61,10 @@ class LonghorizonConfig(SuiteConfig):
     context_tokens: int = Field(512, ge=64)  # prompt + action per step (the context policy)
     top_k: int = Field(16, ge=1)  # baseline log-probabilities kept per action token
     validity_steps: int = Field(0, ge=0)  # generate the model's own action at up to N steps where it is unknown
-    parser: str = "auto"  # for those generated actions
+    parser: ParserSetting = "auto"  # for those generated actions
     max_new_tokens: int = Field(96, ge=1)
     free_run_actions: int = Field(0, ge=0)  # free-running mode: greedy actions per session (0: off)
     stop: list[str] = ["<|im_end|>", "[EOS]"]
-
-    @field_validator("parser")
-    @classmethod
-    def _known_parser(cls, value: str) -> str:
-        if value != "auto" and value not in PARSERS:
-            raise ValueError(f"unknown parser {value!r}; known: auto, {', '.join(sorted(PARSERS))}")
-        return value
 
 
 def context_policy(config: LonghorizonConfig) -> str:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from harness.backends.base import Backend
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
@@ -22,7 +22,7 @@ from harness.suites.paths import suite_data_path
 from harness.toolcall.k2vv import K2VV_RESULTS, read_requests, read_results, request_episode, result_line, write_results
 from harness.toolcall.loop import Episode, Generate, detect_parser, run_episodes
 from harness.toolcall.metrics import compare_metrics, k2vv_reference_metrics, measure_metrics, task_success
-from harness.toolcall.parsers import PARSERS, parser_for
+from harness.toolcall.parsers import ParserSetting, parser_for
 from harness.toolcall.scenarios import read_scenarios
 from harness.tools.environment import ToolEnvironment
 from harness.tools.schemas import TOOL_SCHEMAS
@@ -38,20 +38,13 @@ class ToolcallSuiteConfig(SuiteConfig):
     k2vv_max_tokens: int | None = Field(None, ge=1)  # overrides each request's max_tokens (K2VV's --max-tokens)
     k2vv_temperature: float | None = Field(None, ge=0.0)  # overrides each request's temperature
     limit: int | None = Field(None, ge=1)  # first N scenarios and first N requests
-    parser: str = "auto"  # a tool-call parser name, or "auto": recognised from the chat template
+    parser: ParserSetting = "auto"  # a tool-call parser name, or "auto": recognised from the chat template
     max_new_tokens: int = Field(96, ge=1)  # per assistant turn (longest reference turn: 54 tokens)
     max_context_tokens: int = Field(4096, ge=64)  # an episode whose next prompt would exceed it ends
     stop: list[str] = ["<|im_end|>", "[EOS]"]
     samples: int = Field(1, ge=1)  # episodes per prompt; pass^k for k = 2..samples
     temperature: float = Field(0.0, ge=0.0)  # 0: greedy
     seed: int = 0
-
-    @field_validator("parser")
-    @classmethod
-    def _known_parser(cls, value: str) -> str:
-        if value != "auto" and value not in PARSERS:
-            raise ValueError(f"unknown parser {value!r}; known: auto, {', '.join(sorted(PARSERS))}")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ToolcallSuiteConfig:

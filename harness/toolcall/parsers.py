@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from harness.toolcall.arguments import has_lone_surrogate, read_json, read_json_object, replace_surrogates
 
@@ -219,6 +221,16 @@ PARSERS: dict[str, Callable[[str], ParsedTurn]] = {
     "hermes": parse_hermes,
     "deepseek_v3": parse_deepseek_v3,
 }
+
+
+def _parser_setting(value: str) -> str:
+    if value != "auto" and value not in PARSERS:
+        raise ValueError(f"unknown parser {value!r}; known: auto, {', '.join(sorted(PARSERS))}")
+    return value
+
+
+# A suite config's `parser`: a registered parser's name, or "auto" (recognised from the chat template).
+ParserSetting = Annotated[str, AfterValidator(_parser_setting)]
 
 
 def parser_for(name: str) -> Callable[[str], ParsedTurn]:
