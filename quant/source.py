@@ -103,8 +103,7 @@ def load_source(path: Path) -> SourceCheckpoint:
     if not path.is_dir():
         raise InputError(f"{path}: not a checkpoint directory")
     _check_links(path)
-    read_json_object(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
-    config = read_json_object(path / CONFIG_NAME)
+    config = read_json_object(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
     if "quantization_config" in config:
         quantization = config["quantization_config"]
         method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else quantization
