@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quantgate import __version__
+from quantgate.commands.quiet import quiet_libraries
 from quantgate.core.errors import InputError
 
 
@@ -122,7 +123,11 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quantgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in commands:
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(command_parser)
+        command_parser.add_argument(
+            "-v", "--verbose", action="store_true", help="show the libraries' progress bars and warnings"
+        )
     return parser
 
 
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not args.verbose:
+        quiet_libraries()
     try:
         return {c.name: c for c in commands}[args.command].run(args)
     except InputError as error:

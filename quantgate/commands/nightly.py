@@ -24,21 +24,12 @@ def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for evaluation")
     parser.add_argument(
-        "--workers", type=int, default=1, help="quantization worker threads per variant (as quantize --workers)"
+        "--workers", type=int, default=None,
+        help="shards quantized in parallel per variant (threads; default: CPUs), as quantize --workers"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="baseline cache (default: ~/.cache/quantgate/baselines)"
     )
-
-
-def quiet_library_progress() -> None:
-    """One line per step in logs: the libraries' own progress bars (model loading, lm-eval) are off."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
 
 
 def run_nightly_command(args: argparse.Namespace) -> int:
@@ -54,7 +45,6 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     if args.nightly_id is not None:  # names the report's folder
         path_component(args.nightly_id, file="--nightly-id", field="nightly id")
     shard = parse_shard(args.shard)
-    quiet_library_progress()
     outcome = run_nightly(
         NightlyRequest(
             plan_path=args.plan.resolve(),
@@ -65,7 +55,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
             tracking_uri=args.tracking_uri,
             nightly_id=args.nightly_id,
             threads=args.threads,
-            workers=args.workers,
+            workers=args.workers or os.cpu_count() or 1,
         )
     )
     print(f"nightly {outcome.nightly_id}: {outcome.measured} pair(s) measured, {len(outcome.results)} result(s)")
