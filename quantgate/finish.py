@@ -39,14 +39,15 @@ def finish(
     reports: Path | None = None,
     state: Path | None = None,
     as_real: tuple[str, ...] = (),
+    require_all: bool = True,
 ) -> Finished:
     """Gate (unless `gate` is False), write the report under `reports/<plan>/<nightly id>/` (when
     `reports` is given), and deliver the record to `store` (when given and `deliver_record`)."""
     from quantgate.report.build import write_report
 
-    gates = evaluate_gates(plan, results, as_real) if gate else None
+    gates = evaluate_gates(plan, results, as_real, require_all) if gate else None
     verdict = None if gates is None else "pass" if gates.passed else "fail"
-    record = nightly_record(plan, results, nightly_id, verdict)
+    record = nightly_record(plan, results, nightly_id, verdict, gates.passing if gates else None)
     report_dir = None
     if gates is not None and reports is not None:
         report_dir = reports / plan.name / nightly_id

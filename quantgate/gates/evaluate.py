@@ -11,7 +11,7 @@ The nightly passes when every real variant passes every gate and every canary fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
@@ -48,6 +48,8 @@ class GateReport:
     rows: list[GateRow]
     passed: bool
     reasons: list[str]  # why the nightly fails, or what it proved when it passes
+    passing: list[str] = field(default_factory=list)  # real variants that pass every gate of theirs
+    missing: list[str] = field(default_factory=list)  # variants with gate rows but no results (not judged)
 
 
 def recovery(metric: Metric, baseline: Metric) -> Fraction | None:
@@ -194,23 +196,34 @@ def _verdict(ok: bool, reason: str) -> tuple[Verdict, str]:
     return ("pass" if ok else "fail"), reason
 
 
-def evaluate(plan: Plan, results: list[ResultRecord], as_real: tuple[str, ...] = ()) -> GateReport:
-    """Every gate row of every planned variant, and the nightly's verdict."""
+def evaluate(
+    plan: Plan, results: list[ResultRecord], as_real: tuple[str, ...] = (), require_all: bool = True
+) -> GateReport:
+    """Every gate row of every planned variant, and the nightly's verdict. With `require_all` False,
+    a variant with missing results is named as missing and left out of the verdict, not failed."""
     for name in as_real:
         plan.variant(name)  # an unknown name is an input error listing the plan's variants
     judge = _Judge(plan, results)
     rows: list[GateRow] = []
     reasons: list[str] = []
     failed = False
+    passing: list[str] = []
+    not_measured: list[str] = []
     for variant in plan.variants:
         canary = variant.canary and variant.name not in as_real
         variant_rows = judge.rows(variant, canary)
         rows += variant_rows
         failing = [r for r in variant_rows if r.verdict == "fail"]
         missing = [r for r in variant_rows if r.verdict == "missing"]
+        if missing and not require_all:
+            not_measured.append(variant.name)
+            reasons.append(f"{variant.name}: not judged, results missing ({missing[0].reason}; {len(missing)} row(s))")
+            continue
         if missing:
             failed = True
             reasons.append(f"{variant.name}: results incomplete ({missing[0].reason}; {len(missing)} row(s))")
+        if not canary and not failing and not missing:
+            passing.append(variant.name)
         if not canary:
             if failing:
                 failed = True
@@ -231,4 +244,9 @@ def evaluate(plan: Plan, results: list[ResultRecord], as_real: tuple[str, ...] =
                 f"canary {variant.name} passed all {len(variant_rows)} gate(s): the harness lost the "
                 "sensitivity to catch a known-bad variant"
             )
-    return GateReport(plan=plan.name, rows=rows, passed=not failed, reasons=reasons)
+    if not_measured and len(not_measured) == len(plan.variants):
+        failed = True
+        reasons.append("no variant has results: nothing was judged")
+    return GateReport(
+        plan=plan.name, rows=rows, passed=not failed, reasons=reasons, passing=passing, missing=not_measured
+    )

@@ -133,6 +133,16 @@ def test_missing_results_fail_the_nightly(plan_file: Path):
     assert row(report, "good", "benchmark.acc", "max_difference").verdict == "missing"
 
 
+def test_without_require_all_missing_variants_are_named_not_failed(plan_file: Path):
+    """`report`/`gate` default: the variants with results are judged, the others named as missing."""
+    partial = [r for r in results(10.2) if r.variant != GOOD]
+    report = evaluate(load_plan(plan_file), partial, require_all=False)
+    assert report.missing == ["good"] and "good" not in report.passing
+    assert any(r.startswith("good: not judged, results missing") for r in report.reasons)
+    assert report.passed  # the canaries are caught; nothing measured failed
+    assert not evaluate(load_plan(plan_file), partial, require_all=True).passed
+
+
 @given(
     baseline=st.floats(min_value=1e-3, max_value=1e3),
     ratio=st.floats(min_value=0.5, max_value=1.5),
