@@ -68,7 +68,13 @@ def regression(metric: Metric, baseline_value: float) -> Fraction:
     return -difference if metric.direction == "higher" else difference
 
 
-def _exact(x: float | Fraction) -> str:
+def _number(x: float | Fraction, against: float | Fraction | None = None) -> str:
+    """`x` rounded for reading (4 significant digits), with as many more as it takes to tell it from
+    `against` (the threshold it was compared with, exactly): never "99.5 % < 99.5 %"."""
+    for digits in range(4, 18):
+        text = f"{float(x):.{digits}g}"
+        if against is None or x == against or text != f"{float(against):.{digits}g}":
+            return text
     return repr(float(x))
 
 
@@ -141,25 +147,25 @@ class _Judge:
             if ratio is None:
                 return (
                     "fail",
-                    f"recovery undefined (baseline {_exact(base.value)}, value {_exact(metric.value)})",
+                    f"recovery undefined (baseline {_number(base.value)}, value {_number(metric.value)})",
                 )
             ok = ratio * 100 >= Fraction(threshold)
             return _verdict(
-                ok, f"recovery {_exact(ratio * 100)} % {'>=' if ok else '<'} {_exact(threshold)} %"
+                ok, f"recovery {_number(ratio * 100, threshold)} % {'>=' if ok else '<'} {_number(threshold)} %"
             )
         if kind == "max_difference":
             worse = regression(metric, base.value)
             ok = worse <= Fraction(threshold)
             side = "lower" if metric.direction == "higher" else "higher"
             return _verdict(
-                ok, f"regression {_exact(worse)} ({side} is worse) {'<=' if ok else '>'} {_exact(threshold)}"
+                ok, f"regression {_number(worse, threshold)} ({side} is worse) {'<=' if ok else '>'} {_number(threshold)}"
             )
         if kind == "max_value":
             ok = Fraction(metric.value) <= Fraction(threshold)
-            return _verdict(ok, f"value {_exact(metric.value)} {'<=' if ok else '>'} {_exact(threshold)}")
+            return _verdict(ok, f"value {_number(metric.value, threshold)} {'<=' if ok else '>'} {_number(threshold)}")
         if kind == "min_value":
             ok = Fraction(metric.value) >= Fraction(threshold)
-            return _verdict(ok, f"value {_exact(metric.value)} {'>=' if ok else '<'} {_exact(threshold)}")
+            return _verdict(ok, f"value {_number(metric.value, threshold)} {'>=' if ok else '<'} {_number(threshold)}")
         return self.significance(variant, metric, base, threshold)
 
     def significance(
@@ -174,7 +180,7 @@ class _Judge:
             # with a baseline the metric is a level; without one, a difference (variant - baseline)
             worse = regression(metric, base.value if base else 0.0) > 0
             significant = Fraction(p.value) < Fraction(rule.alpha)
-            detail = f"p = {_exact(p.value)} {'<' if significant else '>='} alpha {_exact(rule.alpha)}"
+            detail = f"p = {_number(p.value, rule.alpha)} {'<' if significant else '>='} alpha {_number(rule.alpha)}"
             if worse and significant:
                 return "fail", f"significant regression: {detail}"
             return "pass", f"{'regression' if worse else 'no regression'}, {detail}"
@@ -182,7 +188,7 @@ class _Judge:
         low, high = self.lookup(variant, low_name), self.lookup(variant, high_name)
         if low is None or high is None:
             return "missing", f"no {low_name if low is None else high_name} in results"
-        interval = f"[{_exact(low.value)}, {_exact(high.value)}]"
+        interval = f"[{_number(low.value, 0)}, {_number(high.value, 0)}]"
         below, above = Fraction(high.value) < 0, Fraction(low.value) > 0
         if (below and metric.direction == "higher") or (above and metric.direction == "lower"):
             return (

@@ -55,7 +55,7 @@ def test_recovery_of_94_5_percent_fails_a_95_percent_gate(plan_file: Path):
     gate = row(report, "good", "perplexity.perplexity", "min_recovery")
     assert gate.verdict == "fail"
     assert gate.recovery_pct == pytest.approx(94.5)
-    assert "< 95.0 %" in gate.reason
+    assert "recovery 94.5 % < 95 %" in gate.reason
     assert not report.passed
 
 
@@ -173,3 +173,11 @@ def test_recovery_verdict_matches_the_exact_ratio(baseline: float, ratio: float,
     )
     exact = Fraction(value) / Fraction(baseline) * 100 >= Fraction(threshold)
     assert (report.rows[0].verdict == "pass") == exact
+
+
+def test_reasons_round_for_reading_but_never_hide_the_decision():
+    from quantgate.gates.evaluate import _number
+
+    assert _number(99.80636687570964, 99.5) == "99.81"  # not 99.80636687570964
+    assert _number(99.49999, 99.5) == "99.49999"  # as many digits as tell it from the threshold
+    assert _number(0.004, 0.004) == "0.004"
