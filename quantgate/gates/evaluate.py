@@ -157,9 +157,8 @@ class _Judge:
             worse = regression(metric, base.value)
             ok = worse <= Fraction(threshold)
             side = "lower" if metric.direction == "higher" else "higher"
-            return _verdict(
-                ok, f"regression {_number(worse, threshold)} ({side} is worse) {'<=' if ok else '>'} {_number(threshold)}"
-            )
+            moved = _number(worse, threshold)
+            return _verdict(ok, f"regression {moved} ({side} is worse) {'<=' if ok else '>'} {_number(threshold)}")
         if kind == "max_value":
             ok = Fraction(metric.value) <= Fraction(threshold)
             return _verdict(ok, f"value {_number(metric.value, threshold)} {'<=' if ok else '>'} {_number(threshold)}")
