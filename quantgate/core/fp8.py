@@ -1,0 +1,105 @@
+"""DeepSeek block FP8 checkpoints (the DeepSeek-V3/R1 and Kimi K2 releases): their format and its dequantization.
+
+Such a checkpoint's config.json carries
+`quantization_config: {quant_method: fp8, fmt: e4m3, activation_scheme: dynamic, weight_block_size: [128, 128]}`;
+each quantized Linear is stored as `NAME.weight` (float8_e4m3fn, [out, in]) plus `NAME.weight_scale_inv`
+(float32, [ceil(out/128), ceil(in/128)], one scale per block, edge blocks partial); embeddings, norms,
+the router and lm_head stay BF16. A weight is defined as DeepSeek's reference conversion
+(`inference/fp8_cast_bf16.py` with `kernel.weight_dequant`) computes it: `weight.float()` times its
+block's scale in float32, then cast to the default dtype (BF16 there). `dequantize_fp8` is that
+computation in torch, on whole weights or on block-aligned runs of rows.
+
+The format is read here, below quant (which quantizes from it) and harness (which measures it).
+torch is imported only by `dequantize_fp8`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from quantgate.core.errors import InputError
+from quantgate.core.strict import StrictModel
+
+if TYPE_CHECKING:
+    import torch
+
+FP8_METHOD = "fp8"
+SCALE_SUFFIX = "_scale_inv"  # `...q_a_proj.weight` -> `...q_a_proj.weight_scale_inv`
+FP8_DTYPE = "F8_E4M3"  # safetensors' spelling of float8_e4m3fn
+SCALE_DTYPE = "F32"
+BF16_TARGET = "bf16"  # `quantize --scheme bf16`: a block-FP8 source written as BF16 (nothing quantized)
+CONFIG_KEYS = ("quant_method", "fmt", "activation_scheme", "weight_block_size")
+
+
+class BlockFP8(StrictModel):
+    """A block-FP8 checkpoint's format, as its quantization_config states it (and the manifest records it)."""
+
+    quant_method: Literal["fp8"] = FP8_METHOD
+    fmt: Literal["e4m3"] = "e4m3"
+    activation_scheme: Literal["dynamic"] = "dynamic"
+    weight_block_size: tuple[int, int]
+
+    def describe(self) -> str:
+        rows, cols = self.weight_block_size
+        return f"fp8 ({self.fmt}, block {rows}x{cols})"
+
+    def scale_shape(self, weight_shape: tuple[int, ...]) -> tuple[int, int]:
+        """One scale per block, partial edge blocks included."""
+        rows, cols = weight_shape
+        return math.ceil(rows / self.weight_block_size[0]), math.ceil(cols / self.weight_block_size[1])
+
+
+def is_block_fp8_config(config: dict) -> bool:
+    quantization = config.get("quantization_config")
+    return isinstance(quantization, dict) and quantization.get("quant_method") == FP8_METHOD
+
+
+def block_fp8_of(config: dict, config_path: Path) -> BlockFP8 | None:
+    """The checkpoint's block-FP8 format, None when it is not one; a malformed fp8 config is an InputError."""
+    if not is_block_fp8_config(config):
+        return None
+    quantization = config["quantization_config"]
+    where = f"{config_path}: quantization_config"
+    if unknown := sorted(set(quantization) - set(CONFIG_KEYS)):
+        raise InputError(f"{where}.{unknown[0]}: unknown key for quant_method fp8 (known: {', '.join(CONFIG_KEYS)})")
+    if quantization.get("fmt") != "e4m3":
+        raise InputError(f"{where}.fmt: {quantization.get('fmt')!r}; DeepSeek block FP8 is 'e4m3'")
+    if quantization.get("activation_scheme", "dynamic") != "dynamic":
+        raise InputError(
+            f"{where}.activation_scheme: {quantization['activation_scheme']!r}; only 'dynamic' (no stored activation "
+            "scales) is read"
+        )
+    block = quantization.get("weight_block_size")
+    if (
+        not isinstance(block, list)
+        or len(block) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)
+    ):
+        raise InputError(f"{where}.weight_block_size: {block!r}; expected [rows, cols], two positive integers")
+    return BlockFP8(weight_block_size=(block[0], block[1]))
+
+
+def scale_name(weight_name: str) -> str:
+    return weight_name + SCALE_SUFFIX
+
+
+def weight_name_of_scale(name: str) -> str | None:
+    """`X.weight_scale_inv` -> `X.weight`; None for any other tensor name."""
+    return name.removesuffix(SCALE_SUFFIX) if name.endswith(".weight" + SCALE_SUFFIX) else None
+
+
+def dequantize_fp8(
+    weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int], first_row: int = 0
+) -> torch.Tensor:
+    """float32 weights of FP8 `weight` [R, C] (rows first_row .. first_row+R of the tensor; first_row a
+    multiple of the block height) given the tensor's whole `scale_inv` [ceil(rows/b0), ceil(C/b1)]:
+    `weight.float() * scale` per block, exactly DeepSeek's `weight_dequant` before its cast."""
+    rows, cols = weight.shape
+    height, width = block
+    if first_row % height:
+        raise ValueError(f"first_row {first_row} is not a multiple of the block height {height}")
+    scale = scale_inv[first_row // height : (first_row + rows + height - 1) // height]  # [r_b, c_b]
+    scale = scale.repeat_interleave(height, 0)[:rows].repeat_interleave(width, 1)[:, :cols]  # [R, C]
+    return weight.float() * scale
