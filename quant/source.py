@@ -34,7 +34,7 @@ from quantgate.core.checkpoint import (
 )
 from quantgate.core.errors import InputError
 from quantgate.core.families import Family, family_of_config
-from quantgate.core.fp8 import FP8_DTYPE, SCALE_DTYPE, BlockFP8, block_fp8_of, scale_name, weight_name_of_scale
+from quantgate.core.fp8 import BlockFP8, block_fp8_of, split_scales
 
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
 QUANTIZED_SUFFIXES = (
@@ -146,7 +146,7 @@ def load_source(path: Path) -> SourceCheckpoint:
         for name, (shape, dtype) in header.items():
             tensors[name] = TensorInfo(name=name, shard=shard, shape=shape, dtype=dtype)
 
-    scales = _split_fp8_scales(path, fp8, tensors) if fp8 is not None else {}
+    scales = split_scales(path, fp8, tensors) if fp8 is not None else {}
     for name, info in sorted(tensors.items()):
         if name in scales:
             continue  # an FP8 weight of a block-FP8 release (checked above), read dequantized
@@ -164,44 +164,6 @@ def load_source(path: Path) -> SourceCheckpoint:
         path=path, config=config, shards=shards, tensors=tensors, family=family, single_file=single_file,
         fp8=fp8, scales=scales,
     )  # fmt: skip
-
-
-def _split_fp8_scales(path: Path, fp8: BlockFP8, tensors: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
-    """Takes the `weight_scale_inv` tensors out of `tensors`; returns them by the FP8 weight they scale.
-    Every FP8 weight is 2-D with an F32 scale of one value per block; every scale has its FP8 weight."""
-    scales = {}
-    for name, info in sorted(tensors.items()):
-        weight = weight_name_of_scale(name)
-        if weight is None:
-            continue
-        owner = tensors.get(weight)
-        if owner is None or owner.dtype != FP8_DTYPE:
-            what = "absent" if owner is None else f"{owner.dtype}, not {FP8_DTYPE}"
-            raise InputError(f"{path / info.shard}: tensor {name} scales {weight}, which is {what}")
-        scales[weight] = info
-    for scale in scales.values():
-        del tensors[scale.name]
-    block = list(fp8.weight_block_size)
-    for name, info in sorted(tensors.items()):
-        if info.dtype != FP8_DTYPE:
-            continue
-        where = path / info.shard
-        if len(info.shape) != 2:
-            raise InputError(f"{where}: tensor {name} ({FP8_DTYPE}) has shape {list(info.shape)}; an FP8 weight is 2-D")
-        scale = scales.get(name)
-        if scale is None:
-            raise InputError(f"{where}: tensor {name} ({FP8_DTYPE}) has no {scale_name(name)} (its block scales)")
-        expected = fp8.scale_shape(info.shape)
-        if scale.dtype != SCALE_DTYPE:
-            raise InputError(
-                f"{path / scale.shard}: tensor {scale.name} has dtype {scale.dtype}; block scales are {SCALE_DTYPE}"
-            )
-        if scale.shape != expected:
-            raise InputError(
-                f"{path / scale.shard}: tensor {scale.name} has shape {list(scale.shape)}; weight {list(info.shape)} "
-                f"in blocks {block} (config.json weight_block_size) needs {list(expected)}"
-            )
-    return scales
 
 
 def _check_links(path: Path) -> None:

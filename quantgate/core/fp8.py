@@ -16,8 +16,9 @@ torch is imported only by `dequantize_fp8`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from quantgate.core.errors import InputError
 from quantgate.core.strict import StrictModel
@@ -88,6 +89,82 @@ def scale_name(weight_name: str) -> str:
 def weight_name_of_scale(name: str) -> str | None:
     """`X.weight_scale_inv` -> `X.weight`; None for any other tensor name."""
     return name.removesuffix(SCALE_SUFFIX) if name.endswith(".weight" + SCALE_SUFFIX) else None
+
+
+@dataclass(frozen=True)
+class ShardTensor:
+    """A tensor as a shard's header describes it."""
+
+    name: str
+    shard: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def read_block_fp8(model_dir: Path, fp8: BlockFP8) -> tuple[dict[str, ShardTensor], dict[str, ShardTensor]]:
+    """(every tensor but the scales, the scales by their FP8 weight) of a block-FP8 checkpoint, from its
+    index (or single file) and the shards' headers, checked as `split_scales` does."""
+    from quantgate.core.checkpoint import INDEX_NAME, SINGLE_FILE_NAME, read_weight_map, safetensors_header
+
+    single = not (model_dir / INDEX_NAME).exists() and (model_dir / SINGLE_FILE_NAME).is_file()
+    shards = [SINGLE_FILE_NAME] if single else sorted(set(read_weight_map(model_dir).values()))
+    tensors = {}
+    for shard in shards:
+        if not (model_dir / shard).is_file():
+            raise InputError(f"{model_dir / shard}: missing (named in {INDEX_NAME})")
+        for name, info in safetensors_header(model_dir / shard).items():
+            if name != "__metadata__":
+                tensors[name] = ShardTensor(name, shard, tuple(info["shape"]), info["dtype"])
+    return tensors, split_scales(model_dir, fp8, tensors)
+
+
+class TensorHeader(Protocol):
+    """A tensor as a shard's header describes it (quant.source.TensorInfo is one)."""
+
+    name: str
+    shard: str  # file name in the checkpoint folder
+    shape: tuple[int, ...]
+    dtype: str  # safetensors' spelling
+
+
+def split_scales(path: Path, fp8: BlockFP8, tensors: dict[str, TensorHeader]) -> dict[str, TensorHeader]:
+    """Takes the `weight_scale_inv` tensors out of `tensors` (a checkpoint's, by name, from the shards'
+    headers); returns them by the FP8 weight they scale. Every FP8 weight is 2-D with an F32 scale of
+    one value per block of the config's `weight_block_size`; every scale has its FP8 weight. Anything
+    else is an InputError naming the shard and the tensor."""
+    scales = {}
+    for name, info in sorted(tensors.items()):
+        weight = weight_name_of_scale(name)
+        if weight is None:
+            continue
+        owner = tensors.get(weight)
+        if owner is None or owner.dtype != FP8_DTYPE:
+            what = "absent" if owner is None else f"{owner.dtype}, not {FP8_DTYPE}"
+            raise InputError(f"{path / info.shard}: tensor {name} scales {weight}, which is {what}")
+        scales[weight] = info
+    for scale in scales.values():
+        del tensors[scale.name]
+    block = list(fp8.weight_block_size)
+    for name, info in sorted(tensors.items()):
+        if info.dtype != FP8_DTYPE:
+            continue
+        where = path / info.shard
+        if len(info.shape) != 2:
+            raise InputError(f"{where}: tensor {name} ({FP8_DTYPE}) has shape {list(info.shape)}; an FP8 weight is 2-D")
+        scale = scales.get(name)
+        if scale is None:
+            raise InputError(f"{where}: tensor {name} ({FP8_DTYPE}) has no {scale_name(name)} (its block scales)")
+        expected = fp8.scale_shape(info.shape)
+        if scale.dtype != SCALE_DTYPE:
+            raise InputError(
+                f"{path / scale.shard}: tensor {scale.name} has dtype {scale.dtype}; block scales are {SCALE_DTYPE}"
+            )
+        if scale.shape != expected:
+            raise InputError(
+                f"{path / scale.shard}: tensor {scale.name} has shape {list(scale.shape)}; weight {list(info.shape)} "
+                f"in blocks {block} (config.json weight_block_size) needs {list(expected)}"
+            )
+    return scales
 
 
 def dequantize_fp8(
