@@ -180,3 +180,25 @@ def dequantize_fp8(
     scale = scale_inv[first_row // height : (first_row + rows + height - 1) // height]  # [r_b, c_b]
     scale = scale.repeat_interleave(height, 0)[:rows].repeat_interleave(width, 1)[:, :cols]  # [R, C]
     return weight.float() * scale
+
+
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+
+
+def quantize_fp8(weight: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float8_e4m3fn weight [R, C], float32 weight_scale_inv [ceil(R/b0), ceil(C/b1)]) of a 2-D weight,
+    as DeepSeek's `kernel.weight_quant` makes a release: per block, scale = amax(|x|) / 448 in float32
+    and FP8 = x / scale. An all-zero block (where that divides by zero) gets scale 1. For making FP8
+    checkpoints to test and benchmark with (tinyk2.make_fp8, bench/make_synthetic_moe.py --fp8)."""
+    import torch
+
+    rows, cols = weight.shape
+    height, width = block
+    x = weight.float()
+    padded = x.new_zeros(-(-rows // height) * height, -(-cols // width) * width)
+    padded[:rows, :cols] = x.abs()
+    amax = padded.view(padded.shape[0] // height, height, padded.shape[1] // width, width).amax(dim=(1, 3))
+    scale = amax / FP8_MAX  # [R_b, C_b]
+    scale[scale == 0] = 1.0
+    expanded = scale.repeat_interleave(height, 0)[:rows].repeat_interleave(width, 1)[:, :cols]  # [R, C]
+    return (x / expanded).to(torch.float8_e4m3fn), scale

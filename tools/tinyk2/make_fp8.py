@@ -10,10 +10,9 @@ Layout of those releases, reproduced here:
 - config.json gains `quantization_config: {quant_method: fp8, fmt: e4m3, activation_scheme: dynamic,
   weight_block_size: [128, 128]}`; the index lists the scales; same shard files as the source.
 
-Each block is quantized as DeepSeek's `kernel.weight_quant` does: scale = amax(|x|) / 448 over the
-block in float32, stored as `weight_scale_inv`, FP8 = (x / scale) cast to float8_e4m3fn. (An
-all-zero block, where that would divide by zero, gets scale 1; the bundled model has none.) The
-bundled model's kv_a_proj_with_mqa is [576, 128], so its last row block is a partial one (64 rows).
+Each block is quantized as DeepSeek's `kernel.weight_quant` does (quantgate.core.fp8.quantize_fp8:
+scale = amax(|x|) / 448 over the block in float32, stored as `weight_scale_inv`, FP8 = x / scale).
+The bundled model's kv_a_proj_with_mqa is [576, 128], so its last row block is a partial one (64 rows).
 
     python -m tinyk2.make_fp8 --model models/kimi-k2-tiny --out /tmp/kimi-k2-tiny-fp8
 """
@@ -30,9 +29,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from quantgate.core.fp8 import quantize_fp8, scale_name
+
 INDEX = "model.safetensors.index.json"
 BLOCK = (128, 128)
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
 FP8_LINEAR = re.compile(r"^model\.layers\.\d+\..*_proj(_with_mqa)?\.weight$")  # every decoder-layer Linear
 QUANTIZATION_CONFIG = {
     "activation_scheme": "dynamic",
@@ -41,20 +41,6 @@ QUANTIZATION_CONFIG = {
     "weight_block_size": list(BLOCK),
 }
 SIDE_FILES = ("chat_template.jinja", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
-
-
-def quantize_block_fp8(weight: torch.Tensor, block: tuple[int, int] = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
-    """(FP8 weight [R, C], float32 scale_inv [ceil(R/b0), ceil(C/b1)]) of a 2-D weight, per block."""
-    rows, cols = weight.shape
-    height, width = block
-    x = weight.float()
-    pad = torch.zeros(-(-rows // height) * height, -(-cols // width) * width)
-    pad[:rows, :cols] = x.abs()
-    amax = pad.view(pad.shape[0] // height, height, pad.shape[1] // width, width).amax(dim=(1, 3))  # [R_b, C_b]
-    scale = amax / FP8_MAX
-    scale[scale == 0] = 1.0
-    expanded = scale.repeat_interleave(height, 0)[:rows].repeat_interleave(width, 1)[:, :cols]  # [R, C]
-    return (x / expanded).to(torch.float8_e4m3fn), scale
 
 
 def make_fp8(model: Path, out: Path) -> Path:
@@ -68,7 +54,7 @@ def make_fp8(model: Path, out: Path) -> Path:
             for name in handle.keys():
                 tensor = handle.get_tensor(name)
                 if FP8_LINEAR.match(name):
-                    tensors[name], tensors[f"{name}_scale_inv"] = quantize_block_fp8(tensor)
+                    tensors[name], tensors[scale_name(name)] = quantize_fp8(tensor, BLOCK)
                 else:
                     tensors[name] = tensor
         save_file(tensors, out / shard, metadata={"format": "pt"})
