@@ -33,6 +33,14 @@ def bundled_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def fp8_model(bundled_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`kimi-k2-tiny-fp8`: the bundled model in the DeepSeek/Kimi block-FP8 release layout (tinyk2.make_fp8)."""
+    from tinyk2.make_fp8 import make_fp8
+
+    return make_fp8(bundled_model, tmp_path_factory.mktemp("fp8") / "kimi-k2-tiny-fp8")
+
+
 # how long the server may take to answer /health (a few seconds on an idle machine)
 SERVER_START_S = float(os.environ.get("QUANTGATE_TEST_MLFLOW_START_S", "120"))
 
