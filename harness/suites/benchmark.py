@@ -6,7 +6,9 @@ would read them relative to the working directory), or any task of lm-eval's reg
 not loaded twice: the backend's transformers model and tokenizer are wrapped in lm-eval's `HFLM`;
 an endpoint backend (`openai`) gives lm-eval's `local-completions` model instead (token-id requests).
 Per-sample correctness (the task's `metric` in each logged sample) is kept; against the baseline each
-task reports flips (correct->wrong, wrong->correct) and an exact McNemar test.
+task reports flips (correct->wrong, wrong->correct) and an exact McNemar test. Continuous per-item
+measures (log-prob margins, the gold answer's NLL: harness.suites.benchmark_items) are kept in the same
+rows and compared with a paired t-test.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import Field
 from harness.backends.base import Backend
 from harness.paired import binomial_stderr, paired_metrics
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
+from harness.suites.benchmark_items import item_measures, item_metrics
 from harness.suites.task_files import include_folder, task_files
 from quantgate.core.metrics import Metric
 from quantgate.core.strict import StrictModel
@@ -146,7 +149,11 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
     rows: list[dict[str, Any]] = []
     metrics: list[Metric] = []
     for task in config.tasks:
-        logged = [s for s in results["samples"][task.name] if s.get("filter", "none") == task.filter]
+        logged = sorted(
+            (s for s in results["samples"][task.name] if s.get("filter", "none") == task.filter),
+            key=lambda s: s["doc_id"],
+        )
+        measures = item_measures(lm, logged, results["configs"][task.name])
         task_rows = [
             {
                 "task": task.name,
@@ -155,7 +162,8 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
                 "target": str(s["target"]),
                 "response": s["filtered_resps"][0] if s["filtered_resps"] else None,
             }
-            for s in sorted(logged, key=lambda s: s["doc_id"])
+            | measured
+            for s, measured in zip(logged, measures, strict=True)
         ]
         hits = sum(r["correct"] for r in task_rows)
         metrics.append(
@@ -187,6 +195,9 @@ def compare(config: BenchmarkSuiteConfig, variant: Measurement, baseline: Measur
         metrics += paired_metrics(
             f"{task.name}/{task.metric}", [base[d] for d in docs], [var[d] for d in docs]
         )
+        base_rows = {r["doc_id"]: r for r in baseline.samples if r["task"] == task.name}
+        var_rows = {r["doc_id"]: r for r in variant.samples if r["task"] == task.name}
+        metrics += item_metrics(task.name, [base_rows[d] for d in docs], [var_rows[d] for d in docs])
     return metrics
 
 
