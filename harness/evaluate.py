@@ -37,7 +37,7 @@ DEFAULT_BATCH_SIZE = 8
 @dataclass(frozen=True)
 class EvalRequest:
     models: list[Path]
-    suites: list[str]
+    suites: list[str | SuiteConfig]  # a suite's name or file, or a config built in code (`eval --tasks`)
     out: Path
     cache_dir: Path
     baseline: Path | None = None
@@ -83,7 +83,7 @@ class Checkpoint:
 
 
 def _suites(request: EvalRequest) -> list[SuiteConfig]:
-    configs = [load_suite(name) for name in request.suites]
+    configs = [load_suite(s) if isinstance(s, str | Path) else s for s in request.suites]
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise InputError(f"--suite: two suites share a name ({', '.join(names)})")
