@@ -228,7 +228,8 @@ class VllmServer:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(
-            f"{self.engine.name} did not answer {self.url}{self.engine.health_path} within {self.config.startup_timeout:.0f} s (log: {log})"
+            f"{self.engine.name} did not answer {self.url}{self.engine.health_path} within "
+            f"{self.config.startup_timeout:.0f} s (log: {log})"
         )
 
     def stop(self) -> None:

@@ -32,6 +32,7 @@ from harness.suites.lmeval_tasks import (
     task_manager,
 )
 from harness.suites.task_files import include_folder, task_files
+from quantgate.core.errors import InputError
 from quantgate.core.metrics import Metric
 from quantgate.core.strict import StrictModel
 
@@ -58,6 +59,9 @@ class BenchmarkSuiteConfig(SuiteConfig):
     batch_size: int = Field(8, ge=1)  # "auto" probes batch sizes and is slower on CPU
     seed: int = 1234
     trust_task_code: bool = False  # allow lm-eval `!function` code in the include_path's task YAMLs
+    # hf: the loaded model wrapped in lm-eval's HFLM (an endpoint: local-completions); vllm: lm-eval's own
+    # in-process vLLM model on the checkpoint (GPU machines; the nightly's preflight refuses it elsewhere)
+    lm_eval_model: Literal["hf", "vllm"] = "hf"
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -78,7 +82,11 @@ def measure(config: BenchmarkSuiteConfig, backend: Backend, out_dir: Path) -> Me
     from lm_eval.models.huggingface import HFLM
 
     if hasattr(backend, "lm_eval_model"):  # an endpoint: lm-eval's local-completions
+        if config.lm_eval_model == "vllm":
+            raise InputError(f"suite {config.name}: lm_eval_model vllm runs in process; an endpoint has its own server")
         return _measure(config, backend.lm_eval_model(config.batch_size), out_dir)
+    if config.lm_eval_model == "vllm":
+        return _measure(config, _lm_eval_vllm(config, backend), out_dir)
     model, tokenizer = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
     if model is None or tokenizer is None:
         raise ValueError(
@@ -92,6 +100,19 @@ def measure(config: BenchmarkSuiteConfig, backend: Backend, out_dir: Path) -> Me
         return _measure(config, HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size), out_dir)
     finally:
         model.generation_config.max_new_tokens = saved_max_new_tokens
+
+
+def _lm_eval_vllm(config: BenchmarkSuiteConfig, backend: Backend) -> Any:
+    """lm-eval's `vllm` model on the backend's checkpoint, in this process (needs vllm and a GPU)."""
+    try:
+        from lm_eval.models.vllm_causallms import VLLM
+    except ImportError as error:
+        raise InputError(f"suite {config.name}: lm_eval_model vllm needs vllm installed ({error})") from None
+    dtype = getattr(backend, "dtype", "auto")
+    return VLLM(
+        pretrained=str(backend.model_dir), dtype=dtype, batch_size=config.batch_size, seed=config.seed,
+        gpu_memory_utilization=0.5,  # the hf backend holds the same checkpoint on the GPU beside it
+    )  # fmt: skip
 
 
 def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measurement:

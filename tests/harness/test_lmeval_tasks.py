@@ -72,8 +72,8 @@ def test_flips_are_counted_per_subtask(tasks_run):
 
 def _eval_suite(tmp_path: Path, bundled_model: Path, suite: str, capsys) -> tuple[int, str]:
     (tmp_path / "bench.yaml").write_text(suite)
-    argv = ["eval", "--model", str(bundled_model), "--suite", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "o")]
-    status = main(argv)
+    suite_file = tmp_path / "bench.yaml"
+    status = main(["eval", "--model", str(bundled_model), "--suite", str(suite_file), "--out", str(tmp_path / "o")])
     return status, capsys.readouterr().err.strip().splitlines()[-1]
 
 
@@ -110,4 +110,5 @@ def test_lm_eval_flags_are_typed_suite_fields(bundled_model, tmp_path, capsys):
     assert status == 2 and "num_fewshots" in error and "num_fewshot" in error
     argv = ["eval", "--model", str(bundled_model), "--suite", "benchmark", "--limit", "3", "--out", str(tmp_path)]
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip() == "quantgate: error: --limit needs --tasks (a suite file sets it as a field)"
+    needs_tasks = "quantgate: error: --limit needs --tasks (a suite file sets it as a field)"
+    assert capsys.readouterr().err.strip() == needs_tasks
