@@ -106,7 +106,7 @@ def test_markdown_summary(nightly: Callable[..., Path], plan_file: Path, tmp_pat
     text = summary.read_text()
     assert text.startswith("## quantgate gates: gate-test — FAIL")
     assert (
-        "| variant | metric | gate | baseline | value | recovery % | threshold | verdict | reason |" in text
+        "| variant | metric | gate | baseline | value | recovery % | threshold | detectable | verdict | reason |" in text
     )
     assert "lost the sensitivity" in text
     assert text.count("\n| good |") == 4
