@@ -80,7 +80,7 @@ def paired_mean(
     se = math.sqrt(n / (n - 1) * spread) / total if n > 1 else math.nan
     regression = mean if lower_is_better else -mean
     p = one_sided_p(regression, se) if not math.isnan(se) else (0.0 if regression > 0 else 1.0)
-    return Test(regression, p, detectable_continuous(se, alpha), f"paired over {n} items, se {se:.3g}")
+    return Test(regression, p, detectable_continuous(se, alpha), f"paired over {n} items")
 
 
 def mcnemar_one_sided(lost: int, gained: int) -> float:
