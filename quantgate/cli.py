@@ -30,6 +30,7 @@ def registered_commands() -> list[Command]:
     from harness.cli import add_eval_arguments, run_eval
     from harness.serve import add_serve_arguments, run_serve
     from quant.cli import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
+    from quantgate.commands.drill import add_drill_arguments, run_drill_command
     from quantgate.commands.gate import add_gate_arguments, run_gate
     from quantgate.commands.nightly import add_nightly_arguments, run_nightly_command
     from quantgate.commands.report import add_report_arguments, run_report
@@ -41,6 +42,12 @@ def registered_commands() -> list[Command]:
             help="The main job: build a plan's variants, evaluate them against BF16, gate, report, log to MLflow.",
             add_arguments=add_nightly_arguments,
             run=run_nightly_command,
+        ),
+        Command(
+            name="drill",
+            help="False alarms: a plan's baseline against itself under other threads and batch sizes, per gate.",
+            add_arguments=add_drill_arguments,
+            run=run_drill_command,
         ),
         Command(
             name="quantize",

@@ -7,10 +7,16 @@ better; a regression is a move to the worse side.
 
 The nightly passes when every real variant passes every gate and every canary fails at least one
 (a canary that passes all its gates means the harness has lost the sensitivity to catch it).
+
+Every row states its power: the smallest regression it could detect at its sample size and alpha with
+80 % power, from the observed variance (gates/power.py; alpha 0.05 one-sided for the threshold kinds
+that have none). A threshold that allows less than that is named in the report's warnings: the gate
+asks for more than its data can show.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -18,7 +24,9 @@ from typing import Literal
 from quantgate.core.errors import InputError
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
-from quantgate.plan import Gate, Plan, PlanVariant, SignificanceThreshold
+from quantgate.gates import power
+from quantgate.gates.history import History, judge_history
+from quantgate.plan import Gate, HistoryThreshold, Plan, PlanVariant, SignificanceThreshold
 
 Verdict = Literal["pass", "fail", "missing"]
 
@@ -33,9 +41,12 @@ class GateRow:
     baseline: float | None
     value: float | None
     recovery_pct: float | None  # direction-aware; None without a baseline or a direction
-    threshold: float  # for no_significant_regression: alpha
+    threshold: float  # for no_significant_regression and history: alpha
     verdict: Verdict
     reason: str
+    detectable: float | None = None  # smallest regression detectable at alpha with 80 % power (metric units)
+    detectable_basis: str = ""  # what it was computed from
+    previous: float | None = None  # history: the value in the previous passing nightly
 
     @property
     def name(self) -> str:
@@ -50,6 +61,7 @@ class GateReport:
     reasons: list[str]  # why the nightly fails, or what it proved when it passes
     passing: list[str] = field(default_factory=list)  # real variants that pass every gate of theirs
     missing: list[str] = field(default_factory=list)  # variants with gate rows but no results (not judged)
+    warnings: list[str] = field(default_factory=list)  # thresholds finer than their gate can detect
 
 
 def recovery(metric: Metric, baseline: Metric) -> Fraction | None:
@@ -81,8 +93,10 @@ def _number(x: float | Fraction, against: float | Fraction | None = None) -> str
 class _Judge:
     """Judges one variant's gates against the results of its suites and the baseline's."""
 
-    def __init__(self, plan: Plan, results: list[ResultRecord]) -> None:
+    def __init__(self, plan: Plan, results: list[ResultRecord], history: History | None) -> None:
         self.plan = plan
+        self.history = history
+        self.warnings: list[str] = []
         self.by_key = {(r.variant, r.suite): r for r in results}
         self.baselines: dict[str, ResultRecord] = {}
         for result in results:
@@ -91,9 +105,12 @@ class _Judge:
                     raise InputError(f"two baseline results for suite {result.suite!r}")
                 self.baselines[result.suite] = result
 
+    def result(self, variant: PlanVariant, suite: str) -> ResultRecord | None:
+        return self.by_key.get((self.plan.checkpoint_name(variant), suite))
+
     def lookup(self, variant: PlanVariant, qualified: str) -> Metric | None:
         suite, name = qualified.split(".", 1)
-        result = self.by_key.get((self.plan.checkpoint_name(variant), suite))
+        result = self.result(variant, suite)
         return result.metric(name) if result else None
 
     def baseline(self, gate: Gate) -> Metric | None:
@@ -114,7 +131,7 @@ class _Judge:
                     baseline=base.value if base else None,
                     value=metric.value if metric else None,
                     recovery_pct=None,
-                    threshold=threshold.alpha if isinstance(threshold, SignificanceThreshold) else threshold,
+                    threshold=threshold if isinstance(threshold, float) else threshold.alpha,
                 )
                 if metric is None:
                     where = self.plan.checkpoint_name(variant)
@@ -124,9 +141,76 @@ class _Judge:
                     continue
                 ratio = recovery(metric, base) if base else None
                 row["recovery_pct"] = float(ratio * 100) if ratio is not None else None
-                verdict, reason = self.judge(variant, gate, kind, threshold, metric, base, ratio)
-                rows.append(GateRow(**row, verdict=verdict, reason=reason))
+                if isinstance(threshold, HistoryThreshold):
+                    rows.append(self.history_row(row, variant, gate, metric, threshold))
+                else:
+                    verdict, reason = self.judge(variant, gate, kind, threshold, metric, base, ratio)
+                    detectable, basis = self.power(variant, gate, kind, threshold, metric, base)
+                    rows.append(GateRow(**row, verdict=verdict, reason=reason, detectable=detectable,
+                                        detectable_basis=basis))  # fmt: skip
+                allowed = allowed_regression(kind, threshold, metric, base)
+                if rows[-1].detectable is not None and allowed is not None and 0 < allowed < rows[-1].detectable:
+                    self.warnings.append(
+                        f"{rows[-1].name}: the threshold lets through a regression of {allowed:.3g}, less than "
+                        f"the {rows[-1].detectable:.3g} this gate detects with 80 % power ({rows[-1].detectable_basis})"
+                    )
         return rows
+
+    def history_row(
+        self, row: dict, variant: PlanVariant, gate: Gate, metric: Metric, rule: HistoryThreshold
+    ) -> GateRow:
+        if metric.direction == "none":
+            raise InputError(f"history gate on {gate.metric}: the metric has no direction (informational)")
+        judged = judge_history(self.result(variant, gate.suite), metric, self.history, rule)
+        if judged.test is not None:
+            detectable, basis = judged.test.detectable, judged.test.basis
+        elif judged.previous_value is not None and judged.passed:
+            detectable, basis = 0.0, "identity unchanged: any difference fails (deterministic)"
+        else:
+            detectable, basis = None, "no previous value or no variance"
+        return GateRow(
+            **row, verdict="pass" if judged.passed else "fail", reason=judged.reason, detectable=detectable,
+            detectable_basis=basis, previous=judged.previous_value,
+        )  # fmt: skip
+
+    def power(
+        self,
+        variant: PlanVariant,
+        gate: Gate,
+        kind: str,
+        threshold: float | SignificanceThreshold,
+        metric: Metric,
+        base: Metric | None,
+    ) -> tuple[float | None, str]:
+        """The smallest regression this row could detect with 80 % power, and from what."""
+        alpha, sides = 0.05, 1
+        if isinstance(threshold, SignificanceThreshold):
+            alpha, sides = threshold.alpha, 2
+            if threshold.p_value is not None and threshold.p_value.endswith("_mcnemar_p"):
+                stem = threshold.p_value.removesuffix("_mcnemar_p")
+                lost, gained = self.lookup(variant, f"{stem}_lost"), self.lookup(variant, f"{stem}_gained")
+                if lost is not None and gained is not None and metric.n:
+                    discordant = int(lost.value + gained.value)
+                    return (
+                        power.detectable_mcnemar(discordant, metric.n, alpha, sides),
+                        f"McNemar, {discordant} of {metric.n} items discordant, alpha {alpha:g} two-sided",
+                    )
+        if kind in ("max_value", "min_value"):
+            found = power.detectable_continuous(metric.stderr, alpha)
+            return found, "stderr of the value, alpha 0.05" if found is not None else "no stderr"
+        paired = self.lookup(variant, f"{gate.metric}_delta")
+        if paired is not None and paired.stderr is not None:
+            se, basis = paired.stderr, "paired stderr of the difference"
+        elif gate.metric_name == "perplexity" and base is not None and (
+            log_ratio := self.lookup(variant, f"{gate.suite}.ln_ppl_ratio")
+        ) is not None and log_ratio.stderr is not None:
+            se, basis = base.value * log_ratio.stderr, "paired stderr of ln PPL ratio"
+        elif base is not None and metric.stderr is not None and base.stderr is not None:
+            se, basis = math.hypot(metric.stderr, base.stderr), "two stderrs"
+        else:
+            return None, "no stderr"
+        where = f"alpha {alpha:g}{' two-sided' if sides == 2 else ''}"
+        return power.detectable_continuous(se, alpha, sides), f"{basis}, {where}"
 
     def judge(
         self,
@@ -201,14 +285,40 @@ def _verdict(ok: bool, reason: str) -> tuple[Verdict, str]:
     return ("pass" if ok else "fail"), reason
 
 
+def allowed_regression(kind: str, threshold: object, metric: Metric, base: Metric | None) -> float | None:
+    """How large a regression from the baseline (or the previous nightly) a threshold lets through,
+    in metric units, where it says so."""
+    if kind == "max_difference":
+        return threshold
+    if isinstance(threshold, HistoryThreshold):
+        return threshold.max_regression or None
+    if base is None or metric.direction == "none":
+        return None
+    if kind == "min_recovery":
+        kept = threshold / 100
+        if metric.direction == "higher":
+            return base.value * (1 - kept)
+        return base.value * (1 / kept - 1) if kept > 0 else None
+    if kind == "max_value" and metric.direction == "lower":
+        return threshold - base.value
+    if kind == "min_value" and metric.direction == "higher":
+        return base.value - threshold
+    return None
+
+
 def evaluate(
-    plan: Plan, results: list[ResultRecord], as_real: tuple[str, ...] = (), require_all: bool = True
+    plan: Plan,
+    results: list[ResultRecord],
+    as_real: tuple[str, ...] = (),
+    history: History | None = None,
+    require_all: bool = True,
 ) -> GateReport:
-    """Every gate row of every planned variant, and the nightly's verdict. With `require_all` False,
+    """Every gate row of every planned variant, and the nightly's verdict. `history`: the previous
+    passing nightly that history gates compare with (None: not looked up). With `require_all` False,
     a variant with missing results is named as missing and left out of the verdict, not failed."""
     for name in as_real:
         plan.variant(name)  # an unknown name is an input error listing the plan's variants
-    judge = _Judge(plan, results)
+    judge = _Judge(plan, results, history)
     rows: list[GateRow] = []
     reasons: list[str] = []
     failed = False
@@ -253,5 +363,6 @@ def evaluate(
         failed = True
         reasons.append("no variant has results: nothing was judged")
     return GateReport(
-        plan=plan.name, rows=rows, passed=not failed, reasons=reasons, passing=passing, missing=not_measured
+        plan=plan.name, rows=rows, passed=not failed, reasons=reasons, passing=passing, missing=not_measured,
+        warnings=judge.warnings,
     )

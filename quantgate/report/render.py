@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
+from quantgate.gates.render import detectable
 from quantgate.gates.render import markdown as gates_markdown
 from quantgate.report.data import ReportData, headline_columns
 
@@ -115,10 +116,11 @@ def html_page(data: ReportData, figures: list[tuple[str, bytes]]) -> str:
     header, rows = _variant_table(data)
     gate_rows = [
         [r.variant + (" (canary)" if r.canary else ""), r.metric, r.gate, _fmt(r.baseline), _fmt(r.value),
-         _fmt(r.recovery_pct), f"{r.threshold:g}", r.verdict, r.reason]
+         _fmt(r.recovery_pct), f"{r.threshold:g}", detectable(r), r.verdict, r.reason]
         for r in data.gates.rows
     ]
-    gate_header = ["variant", "metric", "gate", "baseline", "value", "recovery %", "threshold", "verdict", "reason"]
+    gate_header = ["variant", "metric", "gate", "baseline", "value", "recovery %", "threshold", "detectable", "verdict",
+                   "reason"]
     changes = _changes_rows(data)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -141,7 +143,10 @@ def html_page(data: ReportData, figures: list[tuple[str, bytes]]) -> str:
             f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{encoded}'>"
             f"<figcaption>{html.escape(title)}</figcaption></figure>"
         )
-    parts += ["<h2>Gates</h2>", _table(gate_header, gate_rows, {7: True})]
+    parts += ["<h2>Gates</h2>", _table(gate_header, gate_rows, {8: True})]
+    if data.gates.warnings:
+        parts.append("<ul class='reasons'>" + "".join(f"<li>⚠️ {html.escape(w)}</li>" for w in data.gates.warnings)
+                     + "</ul>")
     parts.append("<h2>Changes against the previous passing nightly</h2>")
     if changes:
         parts.append(_table(["variant", "metric", "previous", "current", "sigmas", "direction"], changes))
