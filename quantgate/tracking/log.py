@@ -192,10 +192,12 @@ def _log_suite(
     from mlflow.entities import Param
 
     now = int(time.time() * 1000)
-    existing = client.get_run(run_id).data.params
+    run = client.get_run(run_id).data  # a pair half logged by a killed upload: add only what is missing
+    existing = run.params
     params = {names.PARAM_SUITE_VERSION.format(suite=result.suite): str(result.suite_version)}
     params |= _manifest_params(result)
-    metrics = [MlflowMetric(key, value, now, step) for key, value in metric_points(result, baseline).items()]
+    points = metric_points(result, baseline).items()
+    metrics = [MlflowMetric(key, value, now, step) for key, value in points if key not in run.metrics]
     client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items() if k not in existing])
     client.log_table(run_id, metrics_table(result, baseline), names.ARTIFACT_TABLE.format(suite=result.suite))
     if inputs := datasets(result):
