@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantgate.core.checkpoint import stored_size
+from quantgate.core.checkpoint import stored_bits_per_weight, stored_size
 from quantgate.core.headline import headline_metrics
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
@@ -71,8 +71,8 @@ class ReportData:
 def _size(
     results: dict[tuple[str, str], ResultRecord], checkpoint: str, folder: Path | None = None
 ) -> tuple[float | None, float | None]:
-    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest, else (bytes
-    only) from its safetensors shards in `folder` where this machine has them."""
+    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest, else from
+    its safetensors shards in `folder` where this machine has them."""
     latency = results.get((checkpoint, "latency"))
     size = latency.metric("checkpoint_bytes") if latency else None
     bits = latency.metric("bits_per_weight") if latency else None
@@ -82,7 +82,7 @@ def _size(
         if manifest:
             return float(manifest.total_bytes), float(manifest.bits_per_weight.overall)
         if folder is not None and any(folder.glob("*.safetensors")):
-            return float(stored_size(folder)[0]), None
+            return float(stored_size(folder)[0]), stored_bits_per_weight(folder)[1]
         return None, None
     return size.value, bits.value if bits else None
 

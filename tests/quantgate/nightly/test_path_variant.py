@@ -11,7 +11,8 @@ import pytest
 from quant.build import QuantizeRequest, quantize
 from quant.schemes import get_scheme
 from quantgate.cli import main
-from quantgate.core.checkpoint import MANIFEST_NAME
+from quantgate.core.checkpoint import MANIFEST_NAME, stored_bits_per_weight
+from quantgate.core.manifest import load_manifest
 from quantgate.nightly.matrix import Shard
 from quantgate.nightly.run import NightlyRequest, run_nightly
 
@@ -83,6 +84,10 @@ def test_inspect_describes_a_checkpoint_made_elsewhere(plan_dir: Path, capsys) -
     assert main(["inspect", str(plan_dir / "elsewhere" / "w4a16")]) == 0
     text = capsys.readouterr().out
     assert "made elsewhere (pack-quantized, weights int4 group 128 sym); no quantgate.json" in text
+    made = load_manifest(plan_dir / "made").bits_per_weight  # counted from the shards, as the manifest has it
+    counted = f"bits/weight {made.quantized:.3f} on quantized weights, {made.overall:.3f} overall (from the shards)"
+    assert counted in text
+    assert stored_bits_per_weight(plan_dir / "elsewhere" / "w4a16") == (made.quantized, made.overall)
     rows = {line.split()[0]: line for line in text.splitlines() if line[:1].isalpha()}
     assert "int4 group 128 sym" in rows["routed_experts"] and "int4 group 128 sym" in rows["attention"]
     assert "bf16 (kept)" in rows["lm_head"] and "bf16 (kept)" in rows["router"]
