@@ -17,12 +17,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-CHROMIUM = ("chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")  # fmt: skip
+CHROMIUM = (
+    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+)  # fmt: skip
 PROBE = """<script>window.addEventListener('load', () => {
   const d = document.documentElement, imgs = [...document.images];
   const wide = imgs.filter(i => i.getBoundingClientRect().right > d.clientWidth + 1).map(i => i.alt);
-  const tables = [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > d.clientWidth + 1);
+  const tables = [...document.querySelectorAll('table')]
+    .filter(t => t.getBoundingClientRect().right > d.clientWidth + 1);
   document.body.setAttribute('data-probe', JSON.stringify({scrollWidth: d.scrollWidth, clientWidth: d.clientWidth,
     height: d.scrollHeight, images: imgs.length, wideImages: wide, wideTables: tables.length}));
 });</script>"""

@@ -152,7 +152,8 @@ def test_eval_killed_mid_measure_reruns_identical(run_cli, bundled_model: Path, 
     suite = tmp_path / "ppl.yaml"
     suite.write_text(EVAL_SUITE.format(data=shipped_root() / "data" / "tinyk2" / "heldout_text.jsonl"))
     variant = tmp_path / "int4"
-    assert run_cli(["quantize", "--model", bundled_model, "--scheme", "kimi-k2-thinking-int4", "--out", variant]).code == 0
+    quantize = ["quantize", "--model", bundled_model, "--scheme", "kimi-k2-thinking-int4", "--out", variant]
+    assert run_cli(quantize).code == 0
 
     def argv(out: Path) -> list:
         return ["eval", "--model", variant, "--baseline", bundled_model, "--suite", suite, "--out", out,
