@@ -183,15 +183,21 @@ def trends(data: ReportData) -> bytes | None:
     metrics = list(dict.fromkeys(metrics))[:4]
     if not metrics:
         return None
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 2, 3.4), squeeze=False)
+    variants = list(table.columns.get_level_values(0).unique())
+    colours = dict(zip(variants, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, strict=False))
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for variant in table.columns.get_level_values(0).unique():
+        for variant in variants:  # one colour per variant in every panel, whichever metrics it has
             if (variant, metric) in table.columns:
-                ax.plot(range(len(table.index)), table[(variant, metric)].to_numpy(), marker="o", label=variant)
+                ax.plot(range(len(table.index)), table[(variant, metric)].to_numpy(), marker="o", label=variant,
+                        color=colours[variant])  # fmt: skip
         ax.set_title(metric, fontsize=8)
         ax.set_xticks(range(len(table.index)), [str(i)[-14:] for i in table.index], rotation=45, fontsize=6)
-    axes[0][0].legend(fontsize=6)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    figure.legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  frameon=False)  # beside the panels, never over a line  # fmt: skip
     figure.suptitle(f"Last {len(table.index)} nightlies", fontsize=10)
+    figure.tight_layout()
     return _png(figure)
 
 

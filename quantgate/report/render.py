@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 from quantgate.gates.render import detectable
 from quantgate.gates.render import markdown as gates_markdown
@@ -89,7 +90,7 @@ def markdown(data: ReportData, figures: list[tuple[str, str]]) -> str:
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}
-td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;overflow-wrap:anywhere}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}th{white-space:nowrap}
 th{background:#f2f2f2}.pass{color:#2a9d4b;font-weight:bold}.fail{color:#d1495b;font-weight:bold}
 .caught{color:#7a5195;font-weight:bold}.MISSED{color:#ef8a17;font-weight:bold}.incomplete{color:#888}
 .verdict{font-size:1.6em;padding:.3em .6em;border-radius:6px;display:inline-block;color:#fff}
@@ -99,6 +100,16 @@ img{max-width:100%}ul.reasons li{margin:.2em 0}
 """
 
 
+def _breakable(text: str) -> str:
+    """Escaped, with a soft break after each . / _ of a name (metric names are long), none in numbers."""
+    escaped = html.escape(text)
+    try:
+        float(text)
+    except ValueError:
+        return re.sub(r"([./_])(?=[A-Za-z])", r"\1<wbr>", escaped)
+    return escaped
+
+
 def _table(header: list[str], rows: list[list[str]], classes: dict[int, bool] | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
@@ -106,7 +117,7 @@ def _table(header: list[str], rows: list[list[str]], classes: dict[int, bool] | 
         cells = []
         for index, cell in enumerate(row):
             css = f' class="{html.escape(cell)}"' if classes and classes.get(index) else ""
-            cells.append(f"<td{css}>{html.escape(cell)}</td>")
+            cells.append(f"<td{css}>{_breakable(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
