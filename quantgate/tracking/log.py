@@ -58,7 +58,12 @@ def experiment_id(client: MlflowClient, store: TrackingStore, plan_name: str) ->
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=store.artifact_location(name))
+    tags = {  # MLflow's UI opens it on the runs (model training), not on GenAI traces; its note says what it is
+        "mlflow.experimentKind": "custom_model_development",
+        "mlflow.note.content": f"quantgate nightlies of plan {plan_name}: a parent run per nightly, a child run per "
+        "checkpoint (the baseline's named so); headline metrics as keys, every metric in metrics/<suite>.json.",
+    }
+    return client.create_experiment(name, artifact_location=store.artifact_location(name), tags=tags)
 
 
 def _find_or_create(
@@ -208,6 +213,28 @@ def _log_suite(
     client.set_tag(run_id, names.suite_logged_tag(result.suite), "true")  # last: the pair is complete
 
 
+def _log_trend(
+    client: MlflowClient, experiment: str, record: NightlyRecord, info: CheckpointInfo, results: list, step: int,
+    baselines: dict[str, ResultRecord],
+) -> None:
+    """The variant's headline keys at this nightly's step in its trend run (one per plan and variant, not
+    nested): its Model metrics page charts each key across nightlies. A step already there is kept."""
+    from mlflow.entities import Metric as MlflowMetric
+
+    key = {names.TAG_KIND: names.KIND_TREND, names.TAG_PLAN: record.plan_name, names.TAG_VARIANT: info.variant}
+    tags = {names.TAG_GROUP: info.group, names.TAG_CANARY: str(info.canary).lower(),
+            names.TAG_BASELINE: str(info.baseline).lower()}  # fmt: skip
+    name = f"trend: {'baseline ' if info.baseline else ''}{info.variant}"
+    run_id = _find_or_create(client, experiment, key, tags, name)
+    points = {k: v for r in results for k, v in metric_points(r, baselines.get(r.suite)).items()}
+    now = int(time.time() * 1000)
+    new = [MlflowMetric(k, v, now, step) for k, v in points.items()
+           if all(m.step != step for m in client.get_metric_history(run_id, k))]  # fmt: skip
+    if new:
+        client.log_batch(run_id, metrics=new)
+    client.set_terminated(run_id, "FINISHED")
+
+
 def log_nightly(client: MlflowClient, store: TrackingStore, record: NightlyRecord) -> NightlyRuns:
     experiment = experiment_id(client, store, record.plan_name)
     parent, step = _parent(client, experiment, record)
@@ -226,6 +253,7 @@ def log_nightly(client: MlflowClient, store: TrackingStore, record: NightlyRecor
             _log_suite(client, run_id, result, baselines.get(result.suite), step)
             logged += 1
         client.set_terminated(run_id, "FINISHED")
+        _log_trend(client, experiment, record, info, results, step, baselines)
     for path in record.report_files:
         if path.is_file():
             client.log_artifact(parent, str(path), names.ARTIFACT_REPORT_DIR)

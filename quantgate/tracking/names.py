@@ -22,7 +22,7 @@ STATISTICS: tuple[Statistic, ...] = ("stderr", "delta", "recovery_pct")
 EXPERIMENT_PREFIX = "quantgate/"
 
 # tags of every run quantgate makes
-TAG_KIND = "quantgate.kind"  # "nightly" (parent) or "variant" (child)
+TAG_KIND = "quantgate.kind"  # "nightly" (parent), "variant" (child) or "trend" (a variant across nightlies)
 TAG_NIGHTLY = "quantgate.nightly_id"
 TAG_PLAN = "quantgate.plan"
 TAG_PLAN_HASH = "quantgate.plan_hash"
@@ -45,6 +45,7 @@ TAG_STEP = "quantgate.step"  # on the parent: the nightly's ordinal in its exper
 
 KIND_NIGHTLY = "nightly"
 KIND_VARIANT = "variant"
+KIND_TREND = "trend"  # one run per (plan, variant): its headline keys at every nightly's step
 
 # params of a variant's run
 PARAM_SCHEME = "scheme"

@@ -123,7 +123,7 @@ def test_upload_survives_the_server_killed_and_sync_killed_midway(tmp_path: Path
         experiment = client.get_experiment_by_name("quantgate/killed-upload")
         runs = client.search_runs([experiment.experiment_id])
         kinds = sorted(r.data.tags[names.TAG_KIND] for r in runs)
-        assert kinds == ["nightly"] + ["variant"] * (UPLOAD_VARIANTS + 1)  # no duplicate run
+        assert kinds == sorted(["nightly"] + ["trend", "variant"] * (UPLOAD_VARIANTS + 1))  # no duplicate run
         for run in runs:
             if run.data.tags[names.TAG_KIND] == "variant":
                 assert len(client.get_metric_history(run.info.run_id, "perplexity.perplexity")) == 1

@@ -101,7 +101,7 @@ def test_logging_twice_makes_no_duplicates(
     again = log_nightly(client, store, record)
     assert first.suites_logged == 6 and again.suites_logged == 0
     assert (again.parent_run_id, again.child_run_ids) == (first.parent_run_id, first.child_run_ids)
-    assert len(runs_of(client, first.experiment_id)) == 4  # one parent, three children
+    assert len(runs_of(client, first.experiment_id)) == 7  # one parent, three children, three trend runs
     child = first.child_run_ids["tiny-w4a16-g128-rtn"]
     assert len(client.get_metric_history(child, "perplexity.perplexity")) == 1
 
@@ -117,6 +117,13 @@ def test_each_nightly_is_charted_at_its_own_step(
         child = runs.child_run_ids["tiny-w4a16-g128-rtn"]
         steps += [(m.step, m.value) for m in client.get_metric_history(child, "perplexity.perplexity")]
     assert steps == [(0, 10.5), (1, 10.6), (2, 10.4)]
+    # and one trend run per variant holds them all: its Model metrics page draws the line
+    trends = "tags.`quantgate.kind` = 'trend' and tags.`quantgate.variant` = 'good'"
+    [trend] = client.search_runs([runs.experiment_id], trends)
+    history = client.get_metric_history(trend.info.run_id, "perplexity.perplexity")
+    assert sorted((m.step, m.value) for m in history) == steps and trend.info.run_name == "trend: good"
+    log_nightly(client, store, nightly_record(plan, nightly_results(10.4, tag="2"), "n-2"))  # again: no new point
+    assert len(client.get_metric_history(trend.info.run_id, "perplexity.perplexity")) == 3
 
 
 def test_tracking_uri_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path):
