@@ -259,6 +259,11 @@ def log_nightly(client: MlflowClient, store: TrackingStore, record: NightlyRecor
             client.log_artifact(parent, str(path), names.ARTIFACT_REPORT_DIR)
     if record.verdict is not None:
         client.set_tag(parent, names.TAG_VERDICT, record.verdict)
+        client.set_tag(parent, "mlflow.note.content", (  # the run page's description
+            f"quantgate nightly {record.nightly_id} of plan {record.plan_name}: **{record.verdict.upper()}**. "
+            f"Passing variants: {', '.join(record.passing) or 'none'}. The report is under Artifacts, report/; "
+            f"every variant against the baseline: `quantgate compare --nightly {record.nightly_id}`."
+        ))  # fmt: skip
         register_passing(client, record, children)
     client.set_terminated(parent, "FINISHED")
     return NightlyRuns(experiment, parent, children, logged)
