@@ -15,17 +15,9 @@ from quant.schemes import get_scheme
 from quantgate.core.checkpoint import MANIFEST_NAME
 from quantgate.nightly.matrix import Shard
 from quantgate.nightly.run import NightlyRequest, run_nightly
+from tests.quantgate.nightly.test_path_variant import SUITE as PATH_VARIANT_SUITE
 
-SUITE = """\
-kind: perplexity
-version: 1
-data: {data}
-context_length: 64
-stride: 64
-top_k: 16
-batch_size: 8
-max_documents: 2
-"""
+SUITE = PATH_VARIANT_SUITE.replace("max_documents: 4", "max_documents: 2")
 PLAN = """\
 version: 1
 name: fp8-baseline
