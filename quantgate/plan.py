@@ -21,6 +21,8 @@
         max_value: 0.05
       - metric: benchmark.accuracy
         no_significant_regression: {p_value: benchmark.mcnemar_p, alpha: 0.05}
+      - metric: perplexity.kl_mean       # against the same variant in the previous passing nightly
+        history: {alpha: 0.05}           # (quantgate/gates/history.py)
 
 A canary is a variant that must fail at least one gate: if all its gates pass, the harness has
 lost the sensitivity to catch it and the nightly fails.
@@ -41,10 +43,11 @@ from quantgate.core.paths import PathName, component_problem
 from quantgate.core.reference import resolve_reference
 from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import load_typed_yaml
+from quantgate.plan_runtime import PlanInProcess, PlanServe
 
-THRESHOLD_KINDS = ("min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression")
-
-
+THRESHOLD_KINDS = (
+    "min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression", "history",
+)
 
 
 class PlanEndpoint(StrictModel):
@@ -117,6 +120,15 @@ class SignificanceThreshold(StrictModel):
         return self
 
 
+class HistoryThreshold(StrictModel):
+    """The same variant's metric against the previous passing nightly of the plan: a regression fails
+    when it is significant (one-sided, at `alpha`) and larger than `max_regression` (metric units); an
+    unchanged identity (checkpoint, suite, backend, quantgate version) must give the identical value."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    max_regression: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
 class Gate(StrictModel):
     metric: str  # "<suite>.<metric>"
     groups: list[str] | None = None  # None: every group
@@ -126,6 +138,7 @@ class Gate(StrictModel):
     max_value: float | None = Field(default=None, allow_inf_nan=False)
     min_value: float | None = Field(default=None, allow_inf_nan=False)
     no_significant_regression: SignificanceThreshold | None = None
+    history: HistoryThreshold | None = None
 
     @model_validator(mode="after")
     def _has_threshold(self) -> Gate:
@@ -145,7 +158,7 @@ class Gate(StrictModel):
     def metric_name(self) -> str:
         return self.metric.split(".", 1)[1]
 
-    def thresholds(self) -> list[tuple[str, float | SignificanceThreshold]]:
+    def thresholds(self) -> list[tuple[str, float | SignificanceThreshold | HistoryThreshold]]:
         return [(kind, getattr(self, kind)) for kind in THRESHOLD_KINDS if getattr(self, kind) is not None]
 
 
@@ -156,6 +169,8 @@ class Plan(StrictModel):
     variants: list[PlanVariant] = Field(min_length=1)
     suites: list[str] = Field(min_length=1)
     gates: list[Gate] = Field(min_length=1)
+    in_process: PlanInProcess = PlanInProcess()  # how checkpoints are measured in this process
+    serve: PlanServe | None = None  # else: every checkpoint served by this engine (quantgate.plan_runtime)
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -219,6 +234,12 @@ class Plan(StrictModel):
     def digest(self) -> str:
         """sha256 of the plan as resolved (canonical JSON); names the plan's version in MLflow."""
         resolved = self.model_dump(mode="json") | {"model": self.model.name}  # the same on every machine
+        if self.serve is None:  # plans that say nothing of how they are measured keep their digest
+            del resolved["serve"]
+        else:
+            del resolved["serve"]["python"]  # where the engine lives, not what it runs
+        if self.in_process == PlanInProcess():
+            del resolved["in_process"]
         for variant in resolved["variants"]:
             if variant.get("path") is not None:
                 variant["path"] = Path(variant["path"]).name
@@ -247,7 +268,10 @@ def load_plan(path: Path, locate: bool = False) -> Plan:
             else v
             for i, v in enumerate(variants)
         ]
-    return plan.model_copy(update={"model": model, "variants": variants})
+    serve = plan.serve
+    if serve is not None and not serve.python.is_absolute() and "/" in str(serve.python):
+        serve = serve.model_copy(update={"python": (path.parent / serve.python).resolve()})
+    return plan.model_copy(update={"model": model, "variants": variants, "serve": serve})
 
 
 def _made_elsewhere(plan_path: Path, field: str, reference: str, require_weights: bool = True) -> Path:

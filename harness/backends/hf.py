@@ -75,7 +75,7 @@ class HFBackend:
 
     def __init__(
         self, model_dir: Path, *, dtype: str = "float32", device: str = "cpu", threads: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = 8, device_map: str | None = None,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -83,17 +83,22 @@ class HFBackend:
         family = family_of_checkpoint(self.model_dir)  # an unknown architecture fails here, in one line
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.fp8 = block_fp8_of(read_json_object(self.model_dir / CONFIG_NAME), self.model_dir / CONFIG_NAME)
+        placed = {"device_map": device_map} if device_map else {}  # "auto": accelerate over every visible GPU
         if self.fp8 is not None:
             model = _load_block_fp8(self.model_dir, self.fp8, DTYPES[dtype]).eval()
+            if device_map:
+                raise InputError(f"{self.model_dir}: --device-map is not supported for a block-FP8 baseline")
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                self.model_dir, dtype=DTYPES[dtype], use_safetensors=True  # never unpickle a .bin
+                self.model_dir, dtype=DTYPES[dtype], use_safetensors=True, **placed  # never unpickle a .bin
             ).eval()
         _upcast(model, DTYPES[dtype])  # packed integer weights (weight_packed, ...) are left as they are
         with torch.no_grad():  # compressed Linear modules (not the fused experts) decompress on their first forward
-            model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]]))
+            model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]], device=model.device))
         _upcast(model, DTYPES[dtype])  # ... into the scales' dtype: upcast what that produced
-        self.model = model.to(device)
+        self.model = model if device_map else model.to(device)
+        if device_map:  # inputs go where the embedding is
+            self.device = str(model.device)
         blocks = [getattr(layer, family.moe_block) for layer in self.model.model.layers]
         self._routers = {  # transformers' routers return (logits, weights, selected experts [N, k])
             index: block.gate
