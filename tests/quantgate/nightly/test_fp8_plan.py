@@ -59,3 +59,4 @@ def test_a_plan_with_an_fp8_baseline_reaches_a_verdict(plan_dir: Path, fp8_model
     report = (outcome.report_dir / "report.md").read_text()
     assert f"made elsewhere: {plan_dir / 'elsewhere' / 'w4a16'}" in report
     assert "built by quantgate: kimi-k2-thinking-int4, rtn" in report
+    assert "| FP8 (baseline) | fp8 (e4m3, block 128x128) | kimi-k2-tiny-fp8 |" in report
