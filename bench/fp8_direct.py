@@ -15,8 +15,11 @@ summed, which counts the source shards' mapped pages, and RssAnon, which does no
 largest process's VmHWM; bytes written = the files each side leaves (the BF16 copy included);
 (c) the two INT4 outputs compared file by file (sha256 from their manifests): they must be equal.
 
+With --record the files are rewritten after every round, so a run cut short keeps its finished rounds.
+--source DIR reuses an FP8 checkpoint made before by `make_synthetic_moe.py DIR --fp8`.
+
 Usage: python bench/fp8_direct.py [--size-gb 4] [--shard-gb 1] [--repeats 2] [--workers 2]
-           [--scheme kimi-k2-thinking-int4] [--workdir DIR] [--keep] [--record [DIR]]
+           [--scheme kimi-k2-thinking-int4] [--workdir DIR] [--source DIR] [--keep] [--record [DIR]]
 """
 
 from __future__ import annotations
@@ -104,6 +107,40 @@ def same_output(a: Path, b: Path) -> bool:
     return files_a == files_b
 
 
+def source_summary(path: Path) -> dict:
+    """make_checkpoint's summary of a synthetic checkpoint written before."""
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    config = json.loads((path / "config.json").read_text())
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in shards(path)), "shards": len(shards(path)),
+            "tensors": len(index["weight_map"]), "n_routed_experts": config["n_routed_experts"]}  # fmt: skip
+
+
+def tables_of(rounds: list[dict]) -> list[Table]:
+    rows = []
+    for r in rounds:
+        for name in r["order"]:
+            s = r[name]
+            rows.append((r["repeat"], name, round(s["wall_s"], 1), round(s["durable_s"], 1),
+                         round(s["bytes_written"] / GB, 2), round(s["peak_tree_rss_bytes"] / GB, 2),
+                         round(s["peak_tree_anon_bytes"] / GB, 2), round(s["max_process_hwm_bytes"] / GB, 2),
+                         r["identical_int4"]))  # fmt: skip
+    med = {
+        name: {key: statistics.median(r[name][key] for r in rounds) for key in ("wall_s", "durable_s", "bytes_written")}
+        for name in ("direct", "convert")
+    }
+    summary = [
+        (label, round(med["direct"][key] / unit, 2), round(med["convert"][key] / unit, 2),
+         round(med["convert"][key] / med["direct"][key], 2))
+        for label, key, unit in (("wall s (median)", "wall_s", 1), ("durable s (median)", "durable_s", 1),
+                                 ("GB written (median)", "bytes_written", GB))
+    ]  # fmt: skip
+    return [
+        Table("side by side", ("measure", "FP8 -> INT4", "FP8 -> BF16 -> INT4", "convert / direct"), summary),
+        Table("runs (interleaved)", ("round", "side", "wall s", "durable s", "GB written", "peak RSS GB",
+                                     "peak anon GB", "max process HWM GB", "INT4 identical"), rows),  # fmt: skip
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-gb", type=float, default=4.0, help="FP8 checkpoint size, GB (default 4)")
@@ -112,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--scheme", default="kimi-k2-thinking-int4")
     parser.add_argument("--workdir", type=Path, default=None, help="where the checkpoints go (default: a temp dir)")
+    parser.add_argument("--source", type=Path, default=None, help="an FP8 checkpoint made before (--fp8)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     add_record_argument(parser)
     args = parser.parse_args(argv)
@@ -119,17 +157,28 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="fp8-direct-", dir=args.workdir))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    rounds: list[dict] = []
     try:
         free = shutil.disk_usage(root).free
-        size_gb = fitting_size(args.size_gb, free)
         notes = [f"disk free at start under {root.parent}: {free / GB:.1f} GB"]
-        if size_gb < args.size_gb:
-            notes.append(f"reduced from {args.size_gb} GB to {size_gb} GB: the FP8 source, the BF16 copy and "
-                         "two INT4 outputs must fit")  # fmt: skip
-        source = root / "fp8"
-        made = make_checkpoint(source, size_gb, args.shard_gb, fp8=True)
+        if args.source is not None:
+            source, made = args.source.resolve(), source_summary(args.source.resolve())
+            size_gb = made["bytes"] / GB
+        else:
+            size_gb = fitting_size(args.size_gb, free)
+            if size_gb < args.size_gb:
+                notes.append(f"reduced from {args.size_gb} GB to {size_gb} GB: the FP8 source, the BF16 copy and "
+                             "two INT4 outputs must fit")  # fmt: skip
+            source = root / "fp8"
+            made = make_checkpoint(source, size_gb, args.shard_gb, fp8=True)
         print(f"synthetic FP8 checkpoint: {json.dumps(made)}", file=sys.stderr)
-        rounds = []
+        notes += [
+            f"source: synthetic block-FP8 checkpoint, {made['bytes'] / GB:.2f} GB in {made['shards']} shards, "
+            f"{made['n_routed_experts']} routed experts per layer (bench/make_synthetic_moe.py --fp8)",
+            f"scheme {args.scheme}, --workers {args.workers}; every step from a dropped page cache",
+            "convert = quantgate's streamed `--scheme bf16` (what fp8_cast_bf16.py writes), then quantizing the copy",
+            "peak RSS counts the mapped source pages (VmRSS over the process tree); peak anon does not",
+        ]
         for repeat in range(args.repeats):
             work = root / f"round-{repeat}"
             work.mkdir()
@@ -143,48 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append({"repeat": repeat, "order": order, "identical_int4": identical,
                            **{name: summarise(side) for name, side in sides.items()}})  # fmt: skip
             shutil.rmtree(work)  # the disk holds one round at a time
+            if recording:  # after every round: a run cut short keeps what it finished
+                result = {"size_gb": size_gb, "source": made, "scheme": args.scheme, "workers": args.workers,
+                          "rounds": rounds}  # fmt: skip
+                done = notes + [f"{len(rounds)} of {args.repeats} rounds"]
+                recording.write(tables_of(rounds), data=json.loads(json.dumps(result, default=str)), notes=done)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-
-    rows = []
-    for r in rounds:
-        for name in r["order"]:
-            s = r[name]
-            rows.append((r["repeat"], name, round(s["wall_s"], 1), round(s["durable_s"], 1),
-                         round(s["bytes_written"] / GB, 2), round(s["peak_tree_rss_bytes"] / GB, 2),
-                         round(s["peak_tree_anon_bytes"] / GB, 2), round(s["max_process_hwm_bytes"] / GB, 2),
-                         r["identical_int4"]))  # fmt: skip
-    medians = {
-        name: {key: statistics.median(r[name][key] for r in rounds) for key in ("wall_s", "durable_s", "bytes_written")}
-        for name in ("direct", "convert")
-    }
-    summary = [
-        ("wall s (median)", round(medians["direct"]["wall_s"], 1), round(medians["convert"]["wall_s"], 1),
-         round(medians["convert"]["wall_s"] / medians["direct"]["wall_s"], 2)),
-        ("durable s (median)", round(medians["direct"]["durable_s"], 1), round(medians["convert"]["durable_s"], 1),
-         round(medians["convert"]["durable_s"] / medians["direct"]["durable_s"], 2)),
-        ("GB written", round(medians["direct"]["bytes_written"] / GB, 2),
-         round(medians["convert"]["bytes_written"] / GB, 2),
-         round(medians["convert"]["bytes_written"] / medians["direct"]["bytes_written"], 2)),
-    ]  # fmt: skip
-    tables = [
-        Table("side by side", ("measure", "FP8 -> INT4", "FP8 -> BF16 -> INT4", "convert / direct"), summary),
-        Table("runs (interleaved)", ("round", "side", "wall s", "durable s", "GB written", "peak RSS GB",
-                                     "peak anon GB", "max process HWM GB", "INT4 identical"), rows),  # fmt: skip
-    ]
-    notes += [
-        f"source: synthetic block-FP8 checkpoint, {made['bytes'] / GB:.2f} GB in {made['shards']} shards of "
-        f"{args.shard_gb} GB, {made['n_routed_experts']} routed experts per layer (bench/make_synthetic_moe.py --fp8)",
-        f"scheme {args.scheme}, --workers {args.workers}; every step from a dropped page cache",
-        "convert = quantgate's streamed `--scheme bf16` (what fp8_cast_bf16.py writes), then quantizing the copy",
-        "peak RSS counts the mapped source pages (VmRSS over the process tree); peak anon does not",
-    ]
-    result = {"size_gb": size_gb, "source": made, "scheme": args.scheme, "workers": args.workers, "rounds": rounds}
-    for table in tables:
+    for table in tables_of(rounds):
         print(table.markdown())
-    if recording:
-        recording.write(tables, data=json.loads(json.dumps(result, default=str)), notes=notes)
     return 0 if all(r["identical_int4"] for r in rounds) else 1
 
 

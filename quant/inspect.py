@@ -26,7 +26,8 @@ from quantgate.core.checkpoint import (
 )
 from quantgate.core.errors import InputError
 from quantgate.core.families import family_of_checkpoint
-from quantgate.core.manifest import load_manifest
+from quantgate.core.fp8 import block_fp8_of
+from quantgate.core.manifest import Manifest, load_manifest
 
 DTYPE_BITS = {
     "BF16": 16,
@@ -39,7 +40,7 @@ DTYPE_BITS = {
     "U8": 8,
     "F8_E4M3": 8,
 }
-QUANTIZED_MARKERS = ("weight_packed", "weight_scale")  # a module with these is stored quantized
+QUANTIZED_MARKERS = ("weight_packed", "weight_scale", "weight_scale_inv")  # a module with these is stored quantized
 
 
 @dataclass
@@ -66,6 +67,10 @@ def summarise(directory: Path) -> str:
     config = json.loads((directory / CONFIG_NAME).read_text()).get("quantization_config")
     if config is None:
         raise InputError(f"{directory / CONFIG_NAME}: no quantization_config")
+    fp8 = block_fp8_of({"quantization_config": config}, directory / CONFIG_NAME)
+    if fp8 is not None:
+        return _describe(directory, None, f"block-FP8 release ({fp8.describe()}); no {MANIFEST_NAME}", "fp8 e4m3 "
+                         "{}x{} blocks".format(*fp8.weight_block_size))  # fmt: skip
     if config.get("quant_method") != "compressed-tensors":
         raise InputError(f"{directory / CONFIG_NAME}: quantization_config is {config.get('quant_method')!r}, "
                          "not compressed-tensors")  # fmt: skip
@@ -76,7 +81,12 @@ def summarise(directory: Path) -> str:
     if weights.get("block_structure"):
         how += " {}x{}".format(*weights["block_structure"])
     how += " sym" if weights["symmetric"] else " asym"
+    return _describe(directory, manifest, f"made elsewhere ({config['format']}, weights {how}); no {MANIFEST_NAME}",
+                     how, config["format"])  # fmt: skip
 
+
+def _describe(directory: Path, manifest: Manifest | None, elsewhere: str, how: str, format: str = "") -> str:
+    """The summary lines: from the manifest, else `elsewhere` (what the config says); per MoE group."""
     family = family_of_checkpoint(directory)
     groups: dict[str, GroupSummary] = defaultdict(GroupSummary)
     for name, (shape, dtype) in _tensor_headers(directory).items():
@@ -94,10 +104,11 @@ def summarise(directory: Path) -> str:
         bpw = manifest.bits_per_weight
         lines = [
             f"checkpoint  {directory}",
-            f"scheme      {manifest.scheme.name} ({config['format']}, weights {how}), method {manifest.method}",
-            f"source      {manifest.source.name} (index sha256 {manifest.source.index_sha256[:12]})",
+            f"scheme      {manifest.scheme.name} ({format}, weights {how}), method {manifest.method}",
+            f"source      {manifest.source.name} (index sha256 {manifest.source.index_sha256[:12]}"
+            + (f", {manifest.source_format.describe()})" if manifest.source_format else ")"),
             f"size        {manifest.total_bytes:,} bytes, {manifest.total_bytes / manifest.source_bytes:.3f}"
-            " x the BF16 shards",
+            f" x the {'FP8' if manifest.source_format else 'BF16'} shards",
             f"bits/weight {bpw.quantized:.3f} on quantized weights, {bpw.overall:.3f} overall",
         ]
     else:
@@ -105,7 +116,7 @@ def summarise(directory: Path) -> str:
         quantized, overall = stored_bits_per_weight(directory)
         lines = [
             f"checkpoint  {directory}",
-            f"scheme      made elsewhere ({config['format']}, weights {how}); no {MANIFEST_NAME}",
+            f"scheme      {elsewhere}",
             f"size        {size:,} bytes in safetensors shards",
             f"bits/weight {quantized or 0:.3f} on quantized weights, {overall:.3f} overall (from the shards)",
         ]

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantgate.core.checkpoint import stored_bits_per_weight, stored_size
+from quantgate.core.errors import InputError
+from quantgate.core.fp8 import block_fp8_of
 from quantgate.core.headline import headline_metrics
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
@@ -43,6 +45,8 @@ class ReportData:
     results: dict[tuple[str, str], ResultRecord]  # (checkpoint, suite) -> result
     variants: list[VariantRow]
     baseline_bytes: float | None
+    baseline_format: str = "bf16"  # what the baseline's weights are: bf16, or a block-FP8 release's format
+    baseline_bits: float | None = None  # bits per weight overall, counted from its shards
     tags: dict[str, str] = field(default_factory=dict)
     changes: object | None = None  # pandas DataFrame of changes vs the previous passing nightly
     trends: object | None = None  # pandas DataFrame: nightly x (variant, metric)
@@ -144,8 +148,18 @@ def gather(plan: Plan, results: list[ResultRecord], gates: GateReport, nightly_i
                 _outcome(gates, variant.name, variant.canary), size, bits,
             )
         )
-    baseline_bytes, _ = _size(by_pair, plan.baseline_name, plan.model)
-    return ReportData(plan, nightly_id, gates, by_pair, variants, baseline_bytes)
+    baseline_bytes, baseline_bits = _size(by_pair, plan.baseline_name, plan.model)
+    return ReportData(plan, nightly_id, gates, by_pair, variants, baseline_bytes, _format_of(plan.model), baseline_bits)
+
+
+def _format_of(model: Path) -> str:
+    """"bf16", or a block-FP8 release's format (`fp8 (e4m3, block 128x128)`) from its config.json."""
+    try:
+        config = json.loads((model / "config.json").read_text())
+        fp8 = block_fp8_of(config, model / "config.json") if isinstance(config, dict) else None
+    except (OSError, ValueError, InputError):
+        return "bf16"
+    return fp8.describe() if fp8 is not None else "bf16"
 
 
 def finite(x: float | None) -> bool:

@@ -18,7 +18,9 @@ def _fmt(x: float | None) -> str:
 def _variant_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """What each checkpoint is: scheme, origin, group, outcome, size."""
     header = ["variant", "scheme", "origin", "group", "outcome", "size / BF16", "bits/weight"]
-    rows = [["BF16 (baseline)", "bf16", data.plan.model.name, "–", "–", "1", "16"]]
+    bf16 = data.baseline_format == "bf16"
+    rows = [["BF16 (baseline)" if bf16 else "FP8 (baseline)", data.baseline_format, data.plan.model.name, "–", "–",
+             "1", _fmt(data.baseline_bits) if data.baseline_bits else "16" if bf16 else "–"]]  # fmt: skip
     for v in data.variants:
         size = v.checkpoint_bytes / data.baseline_bytes if v.checkpoint_bytes and data.baseline_bytes else None
         rows.append([v.name + (" (canary)" if v.canary else ""), v.scheme, v.origin, v.group, v.outcome, _fmt(size),

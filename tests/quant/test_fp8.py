@@ -206,6 +206,16 @@ def test_bf16_target_writes_the_reference_conversion(
     assert output_files(direct.path) == output_files(via.path)
 
 
+def test_inspect_describes_fp8_sources_and_what_was_made_from_them(fp8_model: Path, tmp_path: Path, capsys) -> None:
+    made = quantize(QuantizeRequest(fp8_model, get_scheme("kimi-k2-thinking-int4"), out=tmp_path / "int4")).path
+    assert main(["inspect", str(fp8_model)]) == 0 and main(["inspect", str(made)]) == 0
+    text = capsys.readouterr().out
+    assert "block-FP8 release (fp8 (e4m3, block 128x128)); no quantgate.json" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith(("routed_experts", "router"))]
+    assert rows[0][1:] == ["144/144", "fp8", "e4m3", "128x128", "blocks"] and rows[1][1:3] == ["0/3", "bf16"]
+    assert "fp8 (e4m3, block 128x128))" in text and "x the FP8 shards" in text
+
+
 def test_bf16_target_refuses_a_bf16_source(bundled_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bf16"
     assert main(["quantize", "--model", str(bundled_model), "--scheme", "bf16", "--out", str(out)]) == 2
