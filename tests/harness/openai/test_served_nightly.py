@@ -60,7 +60,8 @@ def test_serve_mode_runs_to_a_verdict_and_resumes_after_a_server_dies(
     argv = ["nightly", "--plan", str(plan), "--reports", str(tmp_path / "reports"), "--nightly-id", "s1"]
     assert main(argv) == 3
     out = capsys.readouterr().out
-    print(out)
+    with capsys.disabled():
+        print(out)
     assert "eval kimi-k2-tiny × ppl: measured" in out
     failure = next(line for line in out.splitlines() if line.startswith("not measured: "))
     assert failure.startswith("not measured: int4: server died while its suites ran (exit status -9): EndpointError")
@@ -70,7 +71,8 @@ def test_serve_mode_runs_to_a_verdict_and_resumes_after_a_server_dies(
     monkeypatch.setattr(OpenAIBackend, "score_windows", score_windows)
     assert main(argv) == 0  # the rerun: the baseline's pair is kept, only the variant is measured
     out = capsys.readouterr().out
-    print(out)
+    with capsys.disabled():
+        print(out)
     assert "eval kimi-k2-tiny × ppl: reused" in out and "eval int4 × ppl: measured" in out
     assert "int4 passes all 1 gate(s)" in out and "verdict: PASS" in out
     assert "server kimi-k2-tiny:" not in out  # no server for a checkpoint with nothing left to measure
@@ -88,5 +90,6 @@ def test_serve_mode_runs_to_a_verdict_and_resumes_after_a_server_dies(
         assert summary["model"]["served_model"] == checkpoint
     assert "top-16 log-probabilities per token from vllm" in served["logprobs"]
     kl = next(m for m in summary["comparison"] if m["name"] == "kl_mean")["value"]
-    print(f"int4 (dequantized) against BF16, both served by vLLM CPU: kl_mean {kl:.6f}")
+    with capsys.disabled():
+        print(f"int4 (dequantized) against BF16, both served by vLLM CPU: kl_mean {kl:.6f}")
     assert 0 < kl < 0.004
