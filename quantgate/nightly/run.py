@@ -198,7 +198,7 @@ def _measure(
                 )
         except ServerFailure as failure:
             failures.append(str(failure))
-            progress.note(f"FAILED {failure}")
+            progress.note(f"FAILED {str(failure).splitlines()[0]}")  # the log's tail comes in the summary
         finally:  # a failed run leaves no scratch (a killed one's is removed by the next nightly)
             shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
         gc.collect()
