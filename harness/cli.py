@@ -169,8 +169,9 @@ def tasks_suite(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from harness.closing_table import closing_table
     from harness.evaluate import EvalRequest, evaluate
-    from quantgate.core.record import RESULT_FILE
+    from quantgate.core.record import read_record
 
     for option in ("threads", "batch_size", "concurrency", "max_top_k"):
         value = getattr(args, option)
@@ -209,8 +210,8 @@ def run_eval(args: argparse.Namespace) -> int:
         device_map=args.device_map,
         verify=args.verify,
     )
-    for folder in evaluate(request):
-        print(folder / RESULT_FILE)
+    records = [read_record(folder) for folder in evaluate(request)]
+    print(closing_table(records, args.out))
     if args.baseline is None:  # said once it has worked, so that an input error stays one line
         print("quantgate eval: no --baseline, so nothing was compared: each model has its own metrics only",
               file=sys.stderr)  # fmt: skip

@@ -69,6 +69,42 @@ def kl_per_token(
     return terms.sum(-1).clamp_min(0.0)  # rounding can give -1e-17
 
 
+TIE_TOLERANCE = 1e-6  # nats, absolute and relative: log-probabilities this close are tied (float32 rounding)
+
+
+def same_top1(
+    base_logprobs: torch.Tensor,
+    base_ids: torch.Tensor | None,
+    variant_logprobs: torch.Tensor,
+    base_top: torch.Tensor,
+    variant_top: torch.Tensor,
+) -> torch.Tensor:
+    """Whether the variant's top-1 token agrees with the baseline's, ties counting as agreement. [N] bool.
+
+    base_logprobs, variant_logprobs [N, K]: both sides at the same K ids (`base_ids` [N, K], or None when
+    K is the whole vocabulary); base_top, variant_top [N]: each side's own top-1 id. The two agree when the
+    ids are equal, or when either side ranks the other's top-1 as high as its own within TIE_TOLERANCE
+    (in bfloat16 tied logits are common, and which of them topk or argmax returns is arbitrary), judged
+    on the same kept log-probabilities for both sides. An id outside the K kept is never tied.
+    """
+    ids = base_ids.long() if base_ids is not None else torch.arange(base_logprobs.shape[-1]).expand_as(base_logprobs)
+    at_variant_top = ids == variant_top.long()[:, None]  # [N, K]
+    at_base_top = ids == base_top.long()[:, None]  # [N, K]
+    kept = at_variant_top.any(-1)  # the variant's top-1 is among the kept ids
+    base, variant = base_logprobs.double(), variant_logprobs.double()
+    lowest = torch.tensor(-torch.inf, dtype=torch.float64)
+
+    def value_at(logprobs: torch.Tensor, where: torch.Tensor) -> torch.Tensor:  # [N]
+        return torch.where(where, logprobs, lowest).max(-1).values
+
+    def tied(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # a ranks as high as b, within the tolerance
+        return a >= b - TIE_TOLERANCE * torch.maximum(torch.ones_like(b), b.abs())
+
+    base_tie = tied(value_at(base, at_variant_top), base.max(-1).values)
+    variant_tie = tied(value_at(variant, at_base_top), value_at(variant, at_variant_top))
+    return (base_top.long() == variant_top.long()) | (kept & (base_tie | variant_tie))
+
+
 def same_experts(base: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
     """Whether each token selected exactly the baseline's experts. [N, k] sorted ids each -> [N] bool."""
     return (base == variant).all(-1)

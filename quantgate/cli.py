@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quantgate import __version__
+from quantgate.commands.quiet import quiet_libraries
 from quantgate.core.errors import InputError
 
 
@@ -29,6 +30,7 @@ def registered_commands() -> list[Command]:
     from harness.cli import add_eval_arguments, run_eval
     from harness.serve import add_serve_arguments, run_serve
     from quant.cli import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
+    from quantgate.commands.drill import add_drill_arguments, run_drill_command
     from quantgate.commands.gate import add_gate_arguments, run_gate
     from quantgate.commands.nightly import add_nightly_arguments, run_nightly_command
     from quantgate.commands.report import add_report_arguments, run_report
@@ -40,6 +42,12 @@ def registered_commands() -> list[Command]:
             help="The main job: build a plan's variants, evaluate them against BF16, gate, report, log to MLflow.",
             add_arguments=add_nightly_arguments,
             run=run_nightly_command,
+        ),
+        Command(
+            name="drill",
+            help="False alarms: a plan's baseline against itself under other threads and batch sizes, per gate.",
+            add_arguments=add_drill_arguments,
+            run=run_drill_command,
         ),
         Command(
             name="quantize",
@@ -130,6 +138,9 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
         command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
         command_parser.command_parser = True
         command.add_arguments(command_parser)
+        command_parser.add_argument(
+            "-v", "--verbose", action="store_true", help="show the libraries' progress bars and warnings"
+        )
     return parser
 
 
@@ -140,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not args.verbose:
+        quiet_libraries()
     try:
         return {c.name: c for c in commands}[args.command].run(args)
     except InputError as error:

@@ -21,6 +21,8 @@
         max_value: 0.05
       - metric: benchmark.accuracy
         no_significant_regression: {p_value: benchmark.mcnemar_p, alpha: 0.05}
+      - metric: perplexity.kl_mean       # against the same variant in the previous passing nightly
+        history: {alpha: 0.05}           # (quantgate/gates/history.py)
 
 A canary is a variant that must fail at least one gate: if all its gates pass, the harness has
 lost the sensitivity to catch it and the nightly fails.
@@ -43,9 +45,9 @@ from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import load_typed_yaml
 from quantgate.plan_runtime import PlanInProcess, PlanServe
 
-THRESHOLD_KINDS = ("min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression")
-
-
+THRESHOLD_KINDS = (
+    "min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression", "history",
+)
 
 
 class PlanEndpoint(StrictModel):
@@ -118,6 +120,15 @@ class SignificanceThreshold(StrictModel):
         return self
 
 
+class HistoryThreshold(StrictModel):
+    """The same variant's metric against the previous passing nightly of the plan: a regression fails
+    when it is significant (one-sided, at `alpha`) and larger than `max_regression` (metric units); an
+    unchanged identity (checkpoint, suite, backend, quantgate version) must give the identical value."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    max_regression: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
 class Gate(StrictModel):
     metric: str  # "<suite>.<metric>"
     groups: list[str] | None = None  # None: every group
@@ -127,6 +138,7 @@ class Gate(StrictModel):
     max_value: float | None = Field(default=None, allow_inf_nan=False)
     min_value: float | None = Field(default=None, allow_inf_nan=False)
     no_significant_regression: SignificanceThreshold | None = None
+    history: HistoryThreshold | None = None
 
     @model_validator(mode="after")
     def _has_threshold(self) -> Gate:
@@ -146,7 +158,7 @@ class Gate(StrictModel):
     def metric_name(self) -> str:
         return self.metric.split(".", 1)[1]
 
-    def thresholds(self) -> list[tuple[str, float | SignificanceThreshold]]:
+    def thresholds(self) -> list[tuple[str, float | SignificanceThreshold | HistoryThreshold]]:
         return [(kind, getattr(self, kind)) for kind in THRESHOLD_KINDS if getattr(self, kind) is not None]
 
 

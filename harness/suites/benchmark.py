@@ -9,6 +9,8 @@ Per-sample correctness (the task's metric in each logged sample) is kept; agains
 task reports flips (correct->wrong, wrong->correct) and an exact McNemar test. The metric and filter
 of each task come from the task itself unless the entry names them, and a group is scored with
 lm-eval's own aggregation, its flips counted per subtask (harness.suites.lmeval_tasks).
+Continuous per-item measures (log-prob margins, the gold answer's NLL: harness.suites.benchmark_items)
+are kept in the same rows and compared with a paired t-test.
 The config takes lm-eval's options under lm-eval's names (`num_fewshot`, `apply_chat_template`,
 `gen_kwargs`, `limit`, `include_path`); `quantgate eval --tasks` builds one from the same flags.
 """
@@ -23,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from harness.backends.base import Backend
 from harness.paired import binomial_stderr, paired_metrics
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
+from harness.suites.benchmark_items import item_measures, item_metrics
 from harness.suites.lmeval_tasks import (
     ScoredGroup,
     metric_filter_pairs,
@@ -144,6 +147,12 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
         for task in entry.tasks if isinstance(entry, ScoredGroup) else (entry,):
             pairs = metric_filter_pairs(results["results"][task.name])
             task_rows = scored_rows(task, results["samples"][task.name], pairs)
+            logged = sorted(  # the samples scored_rows scored, in its order
+                (s for s in results["samples"][task.name] if s.get("filter", "none") == task.filter),
+                key=lambda s: s["doc_id"],
+            )
+            measures = item_measures(lm, logged, results["configs"][task.name])
+            task_rows = [row | measured for row, measured in zip(task_rows, measures, strict=True)]
             hits = sum(r["correct"] for r in task_rows)
             n = len(task_rows)
             metrics.append(Metric(task.key, hits / n, "higher", binomial_stderr(hits, n), n=n))
@@ -173,6 +182,9 @@ def compare(config: BenchmarkSuiteConfig, variant: Measurement, baseline: Measur
             raise ValueError(f"task {task}: variant and baseline scored different documents")
         docs = sorted(base)
         metrics += paired_metrics(f"{task}/{metric}", [base[d] for d in docs], [var[d] for d in docs])
+        base_rows = {r["doc_id"]: r for r in baseline.samples if r["task"] == task}
+        var_rows = {r["doc_id"]: r for r in variant.samples if r["task"] == task}
+        metrics += item_metrics(task, [base_rows[d] for d in docs], [var_rows[d] for d in docs])
     groups = {r["group"] for r in baseline.samples if r.get("group")}
     base_values, var_values = {m.name: m for m in baseline.metrics}, {m.name: m for m in variant.metrics}
     for key in sorted(k for k in base_values if k.split("/", 1)[0] in groups and k in var_values):

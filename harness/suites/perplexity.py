@@ -256,7 +256,10 @@ def token_comparison(config: PerplexityConfig, base: dict, variant: dict) -> dic
     """Per scored token [N]: KL(base || variant), same top-1, delta p of the actual next token, delta NLL."""
     return {
         "kl": kl.kl_per_token(base["kept_logprobs"], variant["kept_logprobs"], tail=config.top_k is not None),
-        "same_top1": (base["argmax_ids"] == variant["argmax_ids"]).double(),
+        "same_top1": kl.same_top1(  # tie-aware, on both sides' kept log-probabilities at the same ids
+            base["kept_logprobs"], base.get("kept_ids"), variant["kept_logprobs"], base["argmax_ids"],
+            variant["argmax_ids"],
+        ).double(),
         "delta_p": variant["target_logprobs"].double().exp() - base["target_logprobs"].double().exp(),
         "delta_nll": base["target_logprobs"].double() - variant["target_logprobs"].double(),
     }

@@ -25,7 +25,8 @@ def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for evaluation")
     parser.add_argument(
-        "--workers", type=int, default=1, help="quantization worker threads per variant (as quantize --workers)"
+        "--workers", type=int, default=None,
+        help="shards quantized in parallel per variant (threads; default: CPUs), as quantize --workers"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="baseline cache (default: ~/.cache/quantgate/baselines)"
@@ -37,16 +38,6 @@ def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
     in_process.add_argument("--device", help="torch device (cpu, cuda, cuda:1)")
     in_process.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype")
     in_process.add_argument("--device-map", help="accelerate device map, e.g. auto: the model over every visible GPU")
-
-
-def quiet_library_progress() -> None:
-    """One line per step in logs: the libraries' own progress bars (model loading, lm-eval) are off."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
 
 
 def run_nightly_command(args: argparse.Namespace) -> int:
@@ -63,7 +54,6 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     if args.nightly_id is not None:  # names the report's folder
         path_component(args.nightly_id, file="--nightly-id", field="nightly id")
     shard = parse_shard(args.shard)
-    quiet_library_progress()
     overrides = {k: v for k in ("device", "dtype", "device_map") if (v := getattr(args, k)) is not None}
     request = NightlyRequest(
         plan_path=args.plan.resolve(),
@@ -74,7 +64,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         nightly_id=args.nightly_id,
         threads=args.threads,
-        workers=args.workers,
+        workers=args.workers or os.cpu_count() or 1,
         in_process=overrides or None,
         dry_run=args.dry_run,
     )

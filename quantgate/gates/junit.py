@@ -27,6 +27,10 @@ def junit_xml(report: GateReport) -> ET.ElementTree:
             case = ET.SubElement(
                 suite, "testcase", classname=f"{report.plan}.{variant}", name=f"{row.metric} {row.gate}"
             )
+            if row.detectable is not None:  # the smallest regression it could detect (80 % power)
+                properties = ET.SubElement(case, "properties")
+                ET.SubElement(properties, "property", name="detectable", value=repr(row.detectable))
+                ET.SubElement(properties, "property", name="detectable_basis", value=row.detectable_basis)
             ET.SubElement(case, "system-out").text = row.reason
             counts["tests"] += 1
             if row.verdict == "missing":

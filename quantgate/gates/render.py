@@ -1,14 +1,20 @@
 """A GateReport as text: a fixed-width table for the terminal and Markdown for a CI job summary.
 
+`detectable` is the smallest regression the row could detect with 80 % power (gates/power.py); a history
+row's threshold shows the previous passing nightly's value.
+
 Numbers are formatted for reading only; verdicts were decided on the exact values (gates/evaluate.py),
 and each row's reason carries the exact numbers compared.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from quantgate.gates.evaluate import GateReport, GateRow
 
-COLUMNS = ("variant", "metric", "gate", "baseline", "value", "recovery %", "threshold", "verdict")
+COLUMNS = ("variant", "metric", "gate", "baseline", "value", "recovery %", "threshold", "detectable", "verdict")
 
 
 def _number(x: float | None) -> str:
@@ -16,7 +22,14 @@ def _number(x: float | None) -> str:
 
 
 def _threshold(row: GateRow) -> str:
+    if row.gate == "history":
+        return f"vs {_number(row.previous)}, p<{row.threshold:g}"
     return f"p<{row.threshold:g}" if row.gate == "no_significant_regression" else f"{row.threshold:.6g}"
+
+
+def detectable(row: GateRow) -> str:
+    """The smallest regression the row could detect with 80 % power (metric units)."""
+    return "-" if row.detectable is None else f"{row.detectable:.3g}"
 
 
 def _cells(row: GateRow) -> tuple[str, ...]:
@@ -29,6 +42,7 @@ def _cells(row: GateRow) -> tuple[str, ...]:
         _number(row.value),
         _number(row.recovery_pct),
         _threshold(row),
+        detectable(row),
         row.verdict.upper(),
     )
 
@@ -45,6 +59,8 @@ def text_table(report: GateReport) -> str:
     return "\n".join(
         lines
         + ([""] + ["not passing:"] + failing if failing else [])
+        + ([""] + ["warnings (threshold finer than the gate can detect):"] + [f"  {w}" for w in report.warnings]
+           if report.warnings else [])
         + [""]
         + [f"  {reason}" for reason in report.reasons]
         + [_verdict_line(report)]
@@ -59,6 +75,7 @@ def markdown(report: GateReport) -> str:
     icon = {"pass": "✅", "fail": "❌", "missing": "⚠️"}
     header = [f"## quantgate gates: {report.plan} — {'PASS ✅' if report.passed else 'FAIL ❌'}", ""]
     header += [f"- {_escape(reason)}" for reason in report.reasons] + [""]
+    header += [f"- ⚠️ {_escape(warning)}" for warning in report.warnings] + ([""] if report.warnings else [])
     table = [
         "| " + " | ".join(COLUMNS) + " | reason |",
         "|" + "---|" * (len(COLUMNS) + 1),
@@ -68,3 +85,8 @@ def markdown(report: GateReport) -> str:
         cells[-1] = f"{icon[row.verdict]} {row.verdict}"
         table.append("| " + " | ".join(_escape(c) for c in cells + [row.reason]) + " |")
     return "\n".join(header + table) + "\n"
+
+
+def gates_json(report: GateReport) -> str:
+    """The report as JSON: plan, verdict, reasons, warnings and every row with all its fields."""
+    return json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True) + "\n"

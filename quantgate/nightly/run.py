@@ -29,7 +29,7 @@ from harness.backends.openai import Endpoint
 from harness.evaluate import EvalRequest, backend_settings, evaluate
 from harness.suites.base import SuiteConfig
 from harness.suites.loader import load_suite
-from harness.suites.paths import is_suite_file
+from harness.suites.paths import is_suite_file, suite_entry_name
 from quantgate.core.checkpoint import checkpoint_identity
 from quantgate.core.errors import InputError
 from quantgate.core.record import ResultRecord, read_record
@@ -132,7 +132,7 @@ def _measure(
             settings = backend_settings(settings_request)
         for pair in mine:
             key = pair_key(identity, baseline_identity, configs[pair.suite], settings)
-            folders[pair] = store.folder(checkpoint, pair.suite, key)
+            folders[pair] = store.folder(checkpoint, suite_entry_name(pair.suite), key)  # never the path
         todo = [p for p in mine if not store.finished(folders[p])]
         for pair in mine:
             if pair not in todo:

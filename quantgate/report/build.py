@@ -1,4 +1,4 @@
-"""Write a nightly's report folder: report.md, report.html (self-contained), gates.xml, figures/.
+"""Write a nightly's report folder: report.md, report.html (self-contained), gates.xml, gates.json, figures/.
 
 The folder is written under a temporary name beside its target and renamed into place, so a report
 is complete or absent. With a tracking store, the report also shows the trends over the plan's last
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from quantgate.core.record import ResultRecord
 from quantgate.gates.evaluate import GateReport
 from quantgate.gates.junit import write_junit
+from quantgate.gates.render import gates_json
 from quantgate.plan import Plan
 from quantgate.report.data import ReportData, gather
 from quantgate.report.plots import FIGURES
@@ -99,10 +100,12 @@ def write_report(
     (tmp / "report.md").write_text(markdown(data, list(zip([t for t, _ in figures], files, strict=True))))
     (tmp / "report.html").write_text(html_page(data, figures))
     write_junit(gates, tmp / "gates.xml")
+    (tmp / "gates.json").write_text(gates_json(gates))
     folder.parent.mkdir(parents=True, exist_ok=True)
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
-    return [folder / "report.md", folder / "report.html", folder / "gates.xml"] + [folder / f for f in files]
+    written = ["report.md", "report.html", "gates.xml", "gates.json"]
+    return [folder / name for name in written] + [folder / f for f in files]

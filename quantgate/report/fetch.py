@@ -7,7 +7,6 @@ quantgate.json) into `state/fetched/<nightly id>/` and reads them as the harness
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from quantgate.core.errors import InputError
@@ -18,9 +17,7 @@ from quantgate.tracking.store import TrackingStore, client, reachable
 
 
 def fetch_nightly(store: TrackingStore, plan: Plan, nightly_id: str, dest: Path) -> list[ResultRecord]:
-    from mlflow.artifacts import download_artifacts
-
-    from quantgate.tracking.compare import children
+    from quantgate.tracking.history import download_results
     from quantgate.tracking.log import find_runs
 
     if not reachable(store):
@@ -34,16 +31,5 @@ def fetch_nightly(store: TrackingStore, plan: Plan, nightly_id: str, dest: Path)
     )
     if not parents:
         raise InputError(f"nightly {nightly_id!r}: not in MLflow experiment {names.experiment_name(plan.name)!r}")
-    shutil.rmtree(dest, ignore_errors=True)
-    results = []
-    for run in children(mlflow, parents[0]):
-        checkpoint = run.data.tags[names.TAG_CHECKPOINT]
-        for suite in plan.suite_names:
-            if run.data.tags.get(names.suite_logged_tag(suite)) != "true":
-                continue  # not logged (yet): the gates report it as missing
-            artifact = names.ARTIFACT_SUITE_DIR.format(suite=suite)
-            local = download_artifacts(
-                run_id=run.info.run_id, artifact_path=artifact, dst_path=str(dest / checkpoint), tracking_uri=store.uri
-            )
-            results.append(read_record(Path(local)))
-    return results
+    # a pair not logged (yet) is not downloaded: the gates report it as missing
+    return [read_record(folder) for folder in download_results(store, mlflow, parents[0], plan.suite_names, dest)]

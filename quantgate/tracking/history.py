@@ -8,6 +8,8 @@ A change is flagged when |current - previous| > k x sqrt(stderr_current^2 + stde
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -20,6 +22,8 @@ from quantgate.tracking.log import find_runs
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+    from quantgate.tracking.store import TrackingStore
 
 NOISE_SIGMAS = 2.0
 Measured = tuple[float, "float | None", str, str]  # value, stderr, direction, unit
@@ -53,9 +57,31 @@ def previous_passing_nightly(client: MlflowClient, plan_name: str, nightly_id: s
     return earlier[0] if earlier else None
 
 
+def download_results(
+    store: TrackingStore, client: MlflowClient, parent: Run, suites: list[str], dest: Path
+) -> list[Path]:
+    """Every logged (checkpoint, suite) pair of a nightly, its uploaded files (summary.json, samples.jsonl,
+    environment.json, ...) downloaded into `dest/<checkpoint>/<suite>/`; returns those folders."""
+    from mlflow.artifacts import download_artifacts
+
+    shutil.rmtree(dest, ignore_errors=True)
+    folders = []
+    for run in children(client, parent):
+        checkpoint = run.data.tags[names.TAG_CHECKPOINT]
+        for suite in suites:
+            if run.data.tags.get(names.suite_logged_tag(suite)) != "true":
+                continue  # not logged (yet)
+            artifact = names.ARTIFACT_SUITE_DIR.format(suite=suite)
+            local = download_artifacts(
+                run_id=run.info.run_id, artifact_path=artifact, dst_path=str(dest / checkpoint), tracking_uri=store.uri
+            )
+            folders.append(Path(local))
+    return folders
+
+
 def logged_values(client: MlflowClient, parent: Run) -> dict[str, dict[str, Measured]]:
     """variant label -> metric key -> (value, stderr, direction, unit), from a nightly's child runs."""
-    return {label(run): measured(run) for run in children(client, parent)}
+    return {label(run): measured(client, run) for run in children(client, parent)}
 
 
 def record_values(results: list[ResultRecord], labels: dict[str, str]) -> dict[str, dict[str, Measured]]:

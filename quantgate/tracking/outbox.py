@@ -28,9 +28,14 @@ def outbox_dir(state: Path) -> Path:
 def put(record: NightlyRecord, state: Path) -> Path:
     """Store `record` (and copies of its artifacts) as one outbox entry; returns the entry."""
     box = outbox_dir(state)
-    box.mkdir(parents=True, exist_ok=True)
-    name = f"{record.nightly_id}-{record.plan_hash[:12]}-{time.time_ns()}"
-    tmp = box / f".{name}.tmp"
+    return write_entry(record, box, f"{record.nightly_id}-{record.plan_hash[:12]}-{time.time_ns()}")
+
+
+def write_entry(record: NightlyRecord, parent: Path, name: str) -> Path:
+    """`parent/name/`: record.json and copies of the record's files, written whole (dot-name, then rename).
+    The outbox's entries and the local nightly store's (tracking/ledger.py) are such folders."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     for index, result in enumerate(record.results):  # each result's uploaded files, by index
         for path in result.artifacts:
@@ -49,8 +54,8 @@ def put(record: NightlyRecord, state: Path) -> Path:
         json.dump(stored.to_json(), out, indent=2, sort_keys=True)
         out.flush()
         os.fsync(out.fileno())
-    os.rename(tmp, box / name)
-    return box / name
+    os.rename(tmp, parent / name)
+    return parent / name
 
 
 def pending(state: Path) -> list[Path]:

@@ -55,3 +55,25 @@ def test_percentiles_and_routing_statistics():
     assert kl.js_divergence_bits(load_b, load_b) == 0
     disjoint = kl.expert_load(torch.tensor([[0]]), 2), kl.expert_load(torch.tensor([[1]]), 2)
     assert math.isclose(kl.js_divergence_bits(*disjoint), 1.0)
+
+
+def test_same_top1_counts_ties_as_agreement_on_both_sides_and_nothing_else():
+    # token 0 and 1 tied at the top (as bfloat16 logits often are); rows: [base, variant] distributions
+    tied = torch.log_softmax(torch.tensor([[2.0, 2.0, 1.0, 0.0]]), -1)
+    clear = torch.log_softmax(torch.tensor([[2.0, 1.0, 1.5, 0.0]]), -1)
+    other = torch.log_softmax(torch.tensor([[1.0, 2.0, 1.5, 0.0]]), -1)
+    base = torch.cat([tied, tied, clear, clear])  # [4, V]
+    variant = torch.cat([tied, clear, other, tied])  # [4, V]
+    ids = torch.tensor([[0, 1, 2], [0, 1, 2], [0, 2, 1], [0, 2, 1]])  # the baseline's top-3, its own top first
+    base_kept, variant_kept = base.gather(-1, ids), variant.gather(-1, ids)
+    base_top = torch.tensor([0, 0, 0, 0])  # topk's pick among the tied
+    variant_top = torch.tensor([1, 0, 1, 1])  # argmax's pick: another of the tied (rows 0, 3), a real change (row 2)
+    naive = base_top == variant_top
+    assert naive.tolist() == [False, True, False, False]
+    same = kl.same_top1(base_kept, ids, variant_kept, base_top, variant_top)
+    # row 0: the baseline is tied between 0 and 1; row 3: the variant is tied between 0 and 1 (the baseline
+    # is not) -> agreement; row 2: the variant prefers 1 over the baseline's 0 -> disagreement
+    assert same.tolist() == [True, True, False, True]
+    # with the whole vocabulary kept (no ids), the same answer
+    full = kl.same_top1(base, None, variant, base_top, variant_top)
+    assert full.tolist() == [True, True, False, True]

@@ -105,8 +105,7 @@ def test_markdown_summary(nightly: Callable[..., Path], plan_file: Path, tmp_pat
     assert gate(nightly(good=GOOD, bad=GOOD), plan_file, "--markdown", str(summary)) == 1
     text = summary.read_text()
     assert text.startswith("## quantgate gates: gate-test — FAIL")
-    assert (
-        "| variant | metric | gate | baseline | value | recovery % | threshold | verdict | reason |" in text
-    )
+    header = "| variant | metric | gate | baseline | value | recovery % | threshold | detectable | verdict | reason |"
+    assert header in text
     assert "lost the sensitivity" in text
     assert text.count("\n| good |") == 4

@@ -24,6 +24,9 @@ def test_shipped_nightly_plan_loads():
     assert canary_groups == {plan.variant("kimi-k2-thinking-int4").group}, "canaries share the int4 gates"
     assert all(plan.gates_for(v) for v in plan.variants), "every variant, canaries included, has gates"
     assert plan.checkpoint_name(plan.variant("w8a16")) == "kimi-k2-tiny-w8a16-rtn"
+    history = {g.metric for g in plan.gates if g.history is not None and g.groups is None}
+    main = {"perplexity.kl_mean", "perplexity.perplexity", "benchmark.tinyk2_mcq/acc", "toolcall.task_success"}
+    assert main <= history
 
 
 def test_digest_is_stable_across_checkouts(plan_file: Path, tmp_path: Path):
@@ -54,6 +57,8 @@ def test_digest_is_stable_across_checkouts(plan_file: Path, tmp_path: Path):
         ),
         (("p_value: benchmark.acc_mcnemar_p, ", ""), "exactly one of 'p_value' and 'interval'"),
         (("name: bad,", "name: good,"), "variant names repeat: good"),
+        (("max_value: 0.05}", "max_value: 0.05, history: {alpha: 2}}"), "gates.1.history.alpha"),
+        (("max_value: 0.05}", "max_value: 0.05, history: {since: n1}}"), "unknown key 'gates.1.history.since'"),
     ],
 )
 def test_bad_plans_name_file_and_key(plan_file: Path, edit: tuple[str, str], message: str):

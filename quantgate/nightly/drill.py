@@ -1,0 +1,195 @@
+"""`quantgate drill`: how often each gate of a plan cries wolf. The baseline is measured against itself
+under other settings that leave the model the same, N times each, and judged by every gate of the plan;
+every failing row is a false alarm.
+
+The reference is the baseline measured once under the plan's default settings (as the nightly measures
+it). A copy of the same checkpoint ("drill") is then measured against it:
+  - `reference`: once under the same settings, not counted: what the history gates compare with;
+  - `repeat`:    the same settings again (a deterministic backend gives identical bytes);
+  - `threads=T`: another CPU thread count (another order of floating-point reductions);
+  - `batch=B`:   another batch size (other padding and matrix shapes).
+`--dtype bfloat16` runs the whole drill in bfloat16, baseline included. bfloat16 against float32 is not a
+condition: it is another model numerically (KL about 1e-3 on the bundled model), a real change the gates
+should see, not a false alarm. Latency suites (timings, and size against BF16) are left out. The vLLM
+backend is not drilled here.
+
+Each condition's copy is compared with the reference baseline through the baseline cache: the drill's
+private cache holds the reference under the key of each condition's settings, so the copy under
+`threads=1` is compared with the baseline measured under the default threads, not with a baseline
+measured again under `threads=1`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.cache import BaselineCache, cache_key
+from harness.evaluate import EvalRequest, backend_settings, evaluate
+from harness.suites.loader import load_suite
+from quantgate.core.checkpoint import checkpoint_identity
+from quantgate.core.errors import InputError
+from quantgate.core.record import ResultRecord, read_results
+from quantgate.gates.evaluate import GateRow
+from quantgate.gates.evaluate import evaluate as evaluate_gates
+from quantgate.gates.history import History, PreviousNightly
+from quantgate.nightly.run import suite_ref
+from quantgate.plan import Gate, Plan, PlanVariant, load_plan
+
+DRILL = "drill"  # the copy's results folder name
+NOT_DRILLED = ("latency", "serving_latency")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    threads: int
+    batch_size: int | None = None  # None: each suite's own
+
+
+@dataclass(frozen=True)
+class DrillRequest:
+    plan_path: Path
+    out: Path
+    runs: int = 1
+    threads: int | None = None  # the default settings' threads (default: torch's)
+    dtype: str = "float32"
+    suites: tuple[str, ...] = ()  # of the plan's suites, these only (default: every one not a latency suite)
+
+
+@dataclass
+class DrillOutcome:
+    conditions: list[str]
+    runs: int
+    # (metric, gate) -> condition -> [verdicts over runs]
+    verdicts: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
+    reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # the false alarms' reasons
+
+    def alarms(self, key: tuple[str, str], condition: str) -> tuple[int, int]:
+        verdicts = self.verdicts[key].get(condition, [])
+        return sum(v == "fail" for v in verdicts), len(verdicts)
+
+
+def conditions(threads: int) -> list[Condition]:
+    other = 1 if threads > 1 else 2
+    return [Condition("repeat", threads), Condition(f"threads={other}", other), Condition("batch=1", threads, 1)]
+
+
+def drill_plan(plan: Plan, entries: list[str], names: list[str]) -> Plan:
+    """The plan's gates on the drilled suites (plan entries, and their suite names), each once and for
+    every group, on the one copy."""
+    gates: list[Gate] = []
+    for gate in plan.gates:
+        copy = gate.model_copy(update={"groups": None})
+        if gate.suite in names and copy not in gates:
+            gates.append(copy)
+    if not gates:
+        raise InputError(f"the plan has no gates on the drilled suites ({', '.join(names)})")
+    variant = PlanVariant(name=DRILL, path=str(plan.model), group=DRILL, checkpoint=DRILL)
+    update = {"name": f"{plan.name}-drill", "variants": [variant], "suites": entries, "gates": gates}
+    return plan.model_copy(update=update)
+
+
+def _alias_reference(cache: Path, identity: str, suites: list[str], reference: EvalRequest, other: EvalRequest) -> None:
+    """Make the drill's cache answer `other`'s settings with the baseline measured under `reference`'s."""
+    store = BaselineCache(cache)
+    for suite in suites:
+        config = load_suite(suite)
+        resolved = {c: config.model_copy(update={"batch_size": r.batch_size})
+                    if r.batch_size is not None and "batch_size" in type(config).model_fields else config
+                    for c, r in (("reference", reference), ("other", other))}  # fmt: skip
+        source, target = (
+            store.entry(resolved[c], cache_key(identity, resolved[c], backend_settings(r))[0])
+            for c, r in (("reference", reference), ("other", other))
+        )
+        if target != source and not target.exists():
+            shutil.copytree(source, target)
+
+
+def _measure(request: EvalRequest) -> list[ResultRecord]:
+    shutil.rmtree(request.out, ignore_errors=True)
+    evaluate(request)
+    return read_results(request.out / DRILL)
+
+
+def run_drill(request: DrillRequest) -> DrillOutcome:
+    import torch
+
+    plan = load_plan(request.plan_path, locate=True)
+    configs = {entry: load_suite(suite_ref(request.plan_path, entry)) for entry in plan.suites}
+    chosen = [
+        entry
+        for entry, config in configs.items()
+        if (not request.suites or config.name in request.suites) and config.kind not in NOT_DRILLED
+    ]
+    if not chosen:
+        raise InputError(f"--suite: none of {list(request.suites)} is a drillable suite of the plan {plan.suite_names}")
+    suites = [suite_ref(request.plan_path, e) for e in chosen]
+    drilled = drill_plan(plan, chosen, [configs[e].name for e in chosen])
+    threads = request.threads or torch.get_num_threads()
+    cache, identity = request.out / "cache", checkpoint_identity(plan.model)
+
+    def eval_request(out: Path, condition: Condition, models: bool = True) -> EvalRequest:
+        return EvalRequest(
+            models=[plan.model] if models else [], model_names=[DRILL] if models else None, suites=suites, out=out,
+            cache_dir=cache, baseline=plan.model, threads=condition.threads, batch_size=condition.batch_size,
+            dtype=request.dtype, write_baseline=not models,
+        )  # fmt: skip
+
+    default = Condition("reference", threads)
+    evaluate(eval_request(request.out / "baseline", default, models=False))
+    baseline = read_results(request.out / "baseline")
+    reference = _measure(eval_request(request.out / "reference", default))
+    history = History(PreviousNightly("reference", "drill reference run", reference))
+    outcome = DrillOutcome([c.name for c in conditions(threads)], request.runs)
+    for condition in conditions(threads):
+        aliased = eval_request(request.out, condition)
+        _alias_reference(cache, identity, suites, eval_request(request.out, default), aliased)
+        for run in range(request.runs):
+            results = _measure(eval_request(request.out / condition.name / str(run), condition))
+            report = evaluate_gates(drilled, baseline + results, history=history)
+            for row in report.rows:
+                _count(outcome, row, condition.name)
+    return outcome
+
+
+def _count(outcome: DrillOutcome, row: GateRow, condition: str) -> None:
+    key = (row.metric, row.gate)
+    outcome.verdicts.setdefault(key, {}).setdefault(condition, []).append(row.verdict)
+    if row.verdict != "pass":
+        outcome.reasons.setdefault(key, []).append(f"{condition}: {row.reason}")
+
+
+def table(outcome: DrillOutcome) -> str:
+    """Markdown: false alarms / runs per gate and condition, and the rate over all."""
+    header = ["metric", "gate", *outcome.conditions, "false-alarm rate"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in outcome.verdicts:
+        cells, alarms, total = [], 0, 0
+        for condition in outcome.conditions:
+            failed, runs = outcome.alarms(key, condition)
+            cells.append(f"{failed}/{runs}")
+            alarms, total = alarms + failed, total + runs
+        lines.append("| " + " | ".join([*key, *cells, f"{alarms / total:.0%}" if total else "-"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outcome(outcome: DrillOutcome, request: DrillRequest) -> Path:
+    """drill.md (the table, then every false alarm's reason) and drill.json beside it; returns drill.md."""
+    request.out.mkdir(parents=True, exist_ok=True)
+    notes = [f"- {m} {g}: {reason}" for (m, g), reasons in outcome.reasons.items() for reason in reasons]
+    text = (
+        f"# quantgate drill: {request.plan_path.name}, {request.runs} run(s) per condition, {request.dtype}\n\n"
+        + table(outcome)
+        + ("\n## False alarms\n\n" + "\n".join(notes) + "\n" if notes else "\nNo false alarm.\n")
+    )
+    (request.out / "drill.md").write_text(text)
+    data = {
+        "plan": str(request.plan_path), "runs": request.runs, "dtype": request.dtype, "conditions": outcome.conditions,
+        "gates": [{"metric": m, "gate": g, "verdicts": v} for (m, g), v in outcome.verdicts.items()],
+        "false_alarms": [{"metric": m, "gate": g, "reasons": r} for (m, g), r in outcome.reasons.items()],
+    }  # fmt: skip
+    (request.out / "drill.json").write_text(json.dumps(data, indent=2) + "\n")
+    return request.out / "drill.md"
