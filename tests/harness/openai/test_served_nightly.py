@@ -82,7 +82,7 @@ def test_serve_mode_runs_to_a_verdict_and_resumes_after_a_server_dies(
     assert not list(servers.glob("*/server.pid"))
     results = tmp_path / "state" / "results"
     for checkpoint in ("kimi-k2-tiny", "int4"):
-        [folder] = (results / checkpoint / "ppl.yaml").iterdir()
+        [folder] = (results / checkpoint / "ppl").iterdir()  # the suite's name, not its file
         assert "Application startup complete" in (folder / "server.log").read_text()
         served = json.loads((folder / "server.json").read_text())
         assert served["engine"] == "vllm" and "--served-model-name " + checkpoint in served["command"]
