@@ -1,5 +1,5 @@
 """Argument handling that needs no server: `quantgate serve` flags, `quantgate eval --backend openai` errors,
-endpoint variants in a plan, and the GPU script's argument checks and dry run (no GPU needed)."""
+endpoint variants in a plan (the GPU plan's dry run: tests/quantgate/nightly/test_gpu_plan.py)."""
 
 from __future__ import annotations
 
