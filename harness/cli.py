@@ -63,6 +63,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     parser.add_argument(
+        "--device-map", help="accelerate device map for models that fit: auto spreads each over every visible GPU"
+    )
+    parser.add_argument(
         "--verify", action="store_true",
         help="hash every file of checkpoints without a manifest in full (default: per-file hashes cached by "
         "path, size, mtime and inode)",
@@ -204,6 +207,7 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        device_map=args.device_map,
         verify=args.verify,
     )
     records = [read_record(folder) for folder in evaluate(request)]

@@ -52,6 +52,7 @@ class ServeConfig:
     tool_call_parser: str | None = None  # None: from the chat template
     extra_args: tuple[str, ...] = ()
     log: Path | None = None
+    pid_file: Path | None = None  # holds the server's PID from its start until it is stopped
     startup_timeout: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
 
@@ -213,9 +214,12 @@ class VllmServer:
             self.process = subprocess.Popen(
                 argv, stdout=handle, stderr=subprocess.STDOUT, env=os.environ | env, start_new_session=True
             )
+        if self.config.pid_file is not None:
+            self.config.pid_file.write_text(f"{self.process.pid}\n")
         deadline = started + self.config.startup_timeout
         while time.perf_counter() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(
                     f"{self.engine.name} exited with status {self.process.returncode} during startup (log: {log})"
                 )
@@ -233,9 +237,17 @@ class VllmServer:
         )
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.config.pid_file is not None:
+            self.config.pid_file.unlink(missing_ok=True)
+        if self.process is None:
             return
         pid = self.process.pid
+        if self.process.poll() is not None:  # it exited (or was killed): what it started goes with it
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
         os.killpg(pid, signal.SIGTERM)  # the server's own process group (start_new_session), by its PID
         try:
             self.process.wait(timeout=30)

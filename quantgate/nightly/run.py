@@ -163,7 +163,7 @@ def _measure(
             device=runtime.device,
             dtype=runtime.dtype,
             device_map=runtime.device_map,
-            lm_eval_model=runtime.lm_eval_model,
+            lm_eval_model=runtime.lm_eval_model if runtime.lm_eval_model != "hf" else None,  # else the suites' own
             write_baseline=is_baseline,  # a variant's run reads the baseline from cache, writes nothing of it
         )
         try:
@@ -198,7 +198,7 @@ def _measure(
                 )
         except ServerFailure as failure:
             failures.append(str(failure))
-            progress.note(f"FAILED {failure}")
+            progress.note(f"FAILED {str(failure).splitlines()[0]}")  # the log's tail comes in the summary
         finally:  # a failed run leaves no scratch (a killed one's is removed by the next nightly)
             shutil.rmtree(scratch, ignore_errors=True)  # empty unless a suite left files outside its folder
         gc.collect()
@@ -258,6 +258,8 @@ def run_nightly(request: NightlyRequest) -> NightlyOutcome | list[str]:
     pairs = [p for p in pairs if p not in in_process_only]
     if request.dry_run:
         return dry_run(plan, pairs, _planned_paths(plan, pairs, request), runtime)
+    if any(getattr(c, "lm_eval_model", None) == "vllm" for c in configs.values()):
+        runtime = runtime.model_copy(update={"lm_eval_model": "vllm"})  # a suite asks for it: a GPU is needed
     check_machine(plan, request.plan_path, runtime)  # before anything is built
     builds = len({p.variant.name for p in pairs if p.variant is not None and p.variant.builds})
     progress = Progress(builds + len(pairs) + (2 if request.shard.whole else 1))

@@ -41,7 +41,8 @@ class MeasurementIncomplete(Exception):
         self.failures = failures
 
 
-def serve_config(serve: PlanServe, model: Path, name: str, log: Path | None = None) -> ServeConfig:
+def serve_config(serve: PlanServe, model: Path, name: str, folder: Path | None = None) -> ServeConfig:
+    """The server of one checkpoint; `folder`: where its log and PID file go."""
     return ServeConfig(
         model=model,
         python=serve.python,
@@ -57,7 +58,8 @@ def serve_config(serve: PlanServe, model: Path, name: str, log: Path | None = No
         kv_cache_gib=serve.kv_cache_gib,
         served_model_name=name,
         extra_args=tuple(serve.extra_args),
-        log=log,
+        log=folder / SERVER_LOG if folder else None,
+        pid_file=folder / SERVER_PID if folder else None,
         startup_timeout=serve.startup_timeout_s,
         env=dict(serve.env),
     )
@@ -78,18 +80,15 @@ class ServedCheckpoint:
     def __init__(self, serve: PlanServe, model: Path, name: str, folder: Path, identity: str) -> None:
         self.serve, self.model, self.name, self.folder, self.identity = serve, model, name, folder, identity
         self.log = folder / SERVER_LOG
-        self.server = VllmServer(serve_config(serve, model, name, self.log), serve.engine)
+        self.server = VllmServer(serve_config(serve, model, name, folder), serve.engine)
 
     def __enter__(self) -> Endpoint:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.log.unlink(missing_ok=True)
         try:
-            self.server.start()
+            self.server.start()  # writes server.pid at once; a failed start stops it and removes that
         except RuntimeError as error:
             raise ServerFailure(f"{self.name}: server failed to start: {error}\n{log_tail(self.log)}") from None
-        finally:
-            if self.server.process is not None:
-                (self.folder / SERVER_PID).write_text(f"{self.server.process.pid}\n")
         info = {
             "engine": self.serve.engine,
             "pid": self.server.process.pid,
@@ -111,8 +110,7 @@ class ServedCheckpoint:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
         died = self.server.process is not None and self.server.process.poll() is not None
         status = self.server.process.returncode if died else None
-        self.server.stop()
-        (self.folder / SERVER_PID).unlink(missing_ok=True)
+        self.server.stop()  # by PID (its process group); removes server.pid
         if error is not None and died and isinstance(error, Exception):
             raise ServerFailure(
                 f"{self.name}: server died while its suites ran (exit status {status}): "

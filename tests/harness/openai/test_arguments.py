@@ -1,11 +1,9 @@
 """Argument handling that needs no server: `quantgate serve` flags, `quantgate eval --backend openai` errors,
-endpoint variants in a plan, and the GPU script's argument checks and dry run (no GPU needed)."""
+endpoint variants in a plan (the GPU plan's dry run: tests/quantgate/nightly/test_gpu_plan.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -95,46 +93,6 @@ def test_plan_variant_can_be_an_endpoint(tmp_path: Path) -> None:
     plan.write_text(plan.read_text().replace("group: g,", "group: g, scheme: w8a16,"))
     with pytest.raises(InputError, match="takes no 'scheme'"):
         load_plan(plan)
-
-
-def _gpu(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_suites.py"), *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_gpu_script_dry_run_prints_the_plan(tmp_path: Path) -> None:
-    done = _gpu(str(tmp_path / "out"), "--dry-run")
-    assert done.returncode == 0, done.stderr
-    steps = [line.split(":")[0] for line in done.stdout.splitlines() if line[:1].isdigit()]
-    assert steps == [
-        "1. venv vllm",
-        "2. install vllm",
-        "3. venv quantgate",
-        "4. install quantgate",
-        "5. quantize int4",
-        "6. serve bf16",
-        "7. serve int4",
-        "8. eval",
-    ]
-    assert "--scheme kimi-k2-thinking-int4" in done.stdout and "--backend openai" in done.stdout
-    assert "--device cuda" in done.stdout and "--suite suites/serving_latency.yaml" in done.stdout
-    given = _gpu(
-        str(tmp_path / "out"), "--dry-run", "--vllm-python", "/x/bin/python", "--quantgate-python", sys.executable
-    )
-    assert "install" not in given.stdout and given.stdout.startswith("1. quantize int4")
-
-
-def test_gpu_script_rejects_bad_arguments(tmp_path: Path) -> None:
-    assert _gpu().returncode == 2
-    assert "gpu-memory-utilization" in _gpu(str(tmp_path), "--gpu-memory-utilization", "0.9").stderr
-    assert "not a checkpoint" in _gpu(str(tmp_path), "--model", str(tmp_path)).stderr
-    assert "not a folder" in _gpu(str(tmp_path), "--wheelhouse", str(tmp_path / "none")).stderr
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("")
-    assert "not empty" in _gpu(str(tmp_path / "full")).stderr
-    no_gpu = _gpu(str(tmp_path / "new"), "--vllm-python", sys.executable, "--quantgate-python", sys.executable)
-    assert no_gpu.returncode == 2 and "no NVIDIA GPU" in no_gpu.stderr  # this CPU machine
 
 
 def test_base_url_with_or_without_v1_is_the_same_server(bundled_model: Path) -> None:
