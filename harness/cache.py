@@ -28,7 +28,8 @@ from quantgate.core.leftovers import remove_dead_temporaries
 from quantgate.core.record import RESULT_FILE, SAMPLES_FILE, ModelRef, read_record, write_record
 
 # 3: the key covers a suite's other input files (lm-eval task YAMLs and data) and every checkpoint file
-CACHE_VERSION = 3
+# 4: benchmark rows carry continuous per-item measures; toolcall baselines keep their call steps
+CACHE_VERSION = 4
 KEY_INPUTS = "key.json"
 NUMERICAL_SETTINGS = ("backend", "device", "dtype", "threads")
 

@@ -131,6 +131,12 @@ def _load(checkpoint: Checkpoint, request: EvalRequest, suites: list[SuiteConfig
     return checkpoint.backend
 
 
+def _open_beside(request: EvalRequest, checkpoint: Checkpoint, suites: list[SuiteConfig]) -> Backend:
+    """A fresh backend of `checkpoint`, not kept on it: the caller drops it when done."""
+    batch = request.batch_size or max((getattr(s, "batch_size", 0) for s in suites), default=0)
+    return open_backend(checkpoint.backend_name, checkpoint.path, _options(request, checkpoint, batch))
+
+
 def _release(checkpoint: Checkpoint) -> None:
     checkpoint.backend = None
     gc.collect()
@@ -240,7 +246,11 @@ def evaluate(request: EvalRequest, on_written: Callable[[str, str, Path], None] 
                 measured_s, measured_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
             else:
                 base, key = baseline_measurements[config.name]
-                if kind.measure_against is not None:
+                if kind.measure_beside is not None and baseline.endpoint is None:
+                    measurement = kind.measure_beside(
+                        config, backend, artifacts, base, lambda b=baseline: _open_beside(request, b, suites)
+                    )
+                elif kind.measure_against is not None:
                     measurement = kind.measure_against(config, backend, artifacts, base)
                 else:
                     measurement = kind.measure(config, backend, artifacts)

@@ -16,7 +16,10 @@ import math
 
 import torch
 
+# llama.cpp's `perplexity --kl-divergence` statistics: these percentiles of KL and of delta p, plus max and min
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+KL_PERCENTILES = (0.1, 1.0, 5.0, 10.0, 50.0, 90.0, 95.0, 99.0, 99.9)
+DELTA_P_PERCENTILES = (0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9)
 TAIL_FLOOR = 1e-30  # a tail bucket below this is treated as empty (0 log 0 = 0)
 
 
@@ -28,13 +31,45 @@ def mean_stderr(x: torch.Tensor) -> tuple[float, float]:
     return x.mean().item(), stderr
 
 
-def percentiles(x: torch.Tensor) -> dict[str, float]:
-    """Median, p90, p99, p99.9 and max (linear interpolation, as numpy's default)."""
+def percentiles(x: torch.Tensor, points: tuple[float, ...] = PERCENTILES) -> dict[str, float]:
+    """The given percentiles (linear interpolation between order statistics at fraction * (n - 1), as
+    numpy's default and llama.cpp's `percentile`), named `median` and `p<P>`, then max and min."""
     x = x.double()
-    q = torch.tensor([p / 100 for p in PERCENTILES], dtype=torch.float64)
+    q = torch.tensor([p / 100 for p in points], dtype=torch.float64)
     values = torch.quantile(x, q).tolist()
-    names = ["median" if p == 50.0 else f"p{p:g}" for p in PERCENTILES]
-    return {**dict(zip(names, values, strict=True)), "max": x.max().item()}
+    names = ["median" if p == 50.0 else f"p{p:g}" for p in points]
+    return {**dict(zip(names, values, strict=True)), "max": x.max().item(), "min": x.min().item()}
+
+
+def rms(x: torch.Tensor) -> tuple[float, float]:
+    """Root mean square and its uncertainty as llama.cpp gives it for delta p: 0.5 / rms * stderr(mean x^2)."""
+    mean_square, stderr = mean_stderr(x.double() ** 2)
+    value = math.sqrt(mean_square)
+    return value, 0.5 / value * stderr if value > 0 else 0.0
+
+
+def perplexity_statistics(nll: torch.Tensor, base_nll: torch.Tensor) -> dict[str, tuple[float, float]]:
+    """llama.cpp's "Perplexity statistics" of a variant (nll [N]) against the baseline (base_nll [N]) on
+    the same tokens, each (value, uncertainty): PPL(Q), PPL(base), Cor(ln PPL(Q), ln PPL(base)) (no
+    uncertainty: 0), ln(PPL(Q)/PPL(base)), PPL(Q)/PPL(base), PPL(Q) - PPL(base). The covariance of the two
+    mean NLLs, (mean(a b) - mean(a) mean(b)) / (N - 1), enters the ratio's and the difference's uncertainty."""
+    a, b = nll.double(), base_nll.double()
+    n = a.numel()
+    mean_q, se_q = mean_stderr(a)
+    mean_b, se_b = mean_stderr(b)
+    cov = ((a * b).mean().item() - mean_q * mean_b) / (n - 1)
+    ppl_q, ppl_b = math.exp(mean_q), math.exp(mean_b)
+    ln_ratio, ln_ratio_unc = mean_q - mean_b, math.sqrt(max(se_q**2 + se_b**2 - 2 * cov, 0.0))
+    ratio = math.exp(ln_ratio)
+    difference_unc = math.sqrt(max((ppl_q * se_q) ** 2 + (ppl_b * se_b) ** 2 - 2 * ppl_q * ppl_b * cov, 0.0))
+    return {
+        "ppl": (ppl_q, ppl_q * se_q),
+        "ppl_base": (ppl_b, ppl_b * se_b),
+        "ln_ppl_correlation": (cov / (se_q * se_b) if se_q > 0 and se_b > 0 else 1.0, 0.0),
+        "ln_ppl_ratio": (ln_ratio, ln_ratio_unc),
+        "ppl_ratio": (ratio, ratio * ln_ratio_unc),
+        "ppl_difference": (ppl_q - ppl_b, difference_unc),
+    }
 
 
 def perplexity(nll: torch.Tensor) -> tuple[float, float]:

@@ -12,6 +12,10 @@ A kind whose variant measurement needs the baseline's artifacts in hand also set
 (perplexity: the variant's log-probabilities are gathered at the baseline's top-k token ids, as
 llama.cpp's `--kl-divergence` reads its base file); the runner uses it for variants when set.
 
+A kind whose comparison is only fair in one time window (latency) sets
+  measure_beside(config, backend, out_dir, baseline, open_baseline) -> Measurement
+and the runner, for an in-process baseline, hands it a function that loads the baseline beside the variant.
+
 A kind that reads files its config does not name as Path fields sets
   inputs(config) -> {file: sha256}
 (benchmark: every task YAML under `include_path` and each data file they name), so that a changed
@@ -59,6 +63,11 @@ class SuiteKind:
     inputs: Callable[[SuiteConfig], dict[str, str]] | None = None
     # checks of its data files at load time (before any model): raises InputError
     validate: Callable[[SuiteConfig], None] | None = None
+    # a variant measured with its baseline loaded beside it, in the same time window (latency):
+    # (config, backend, out_dir, baseline measurement, a function that loads the baseline) -> Measurement
+    measure_beside: (
+        Callable[[SuiteConfig, Backend, Path, Measurement, Callable[[], Backend]], Measurement] | None
+    ) = None
 
 
 SUITE_KINDS: dict[str, SuiteKind] = {}

@@ -8,10 +8,23 @@ perplexity equals `lm_eval ... loglikelihood_rolling` (tests/harness/test_perple
 
 Artifacts (`distributions.safetensors` in the measurement's out_dir), N = scored tokens:
   target_ids [N], target_logprobs [N], argmax_ids [N], document [N];
-  kept_logprobs [N, K]: the baseline's top-K log-probabilities (K = vocab when `top_k` is null),
+  kept_logprobs [N, K]: the baseline's top-K log-probabilities (K = vocab when `top_k` is null and
+  [N, V] float32 fits in `max_kept_mib`; else K = `fallback_top_k`; an endpoint: its `max_top_k`),
   kept_ids [N, K] in top-k mode; routing.<layer> [N, k]: sorted selected experts per MoE layer.
 A variant measured against the baseline stores `kept_logprobs` at the *baseline's* kept ids instead,
-which is what top-k KL needs (KL over the baseline's top-K plus one tail bucket).
+which is what top-k KL needs (KL over the baseline's top-K plus one tail bucket); against a full-vocabulary
+baseline it stores the exact per-token KL (`kl` [N], float64) rather than a second [N, V] array. What the
+KL was taken over is stated in summary.json (`kept_distribution`).
+
+Scoring `llama.cpp` selects tokens as `llama-perplexity` does (tools/perplexity/perplexity.cpp): the
+documents joined by a blank line into one text, tokenized with BOS, cut into len // n_ctx non-overlapping
+chunks of n_ctx = context_length tokens, the first token of each chunk replaced by BOS, and only the
+last n_ctx - 1 - n_ctx/2 tokens of each chunk scored; rows of samples.jsonl are then chunks. With the
+full vocabulary the comparison gives llama.cpp's `--kl-divergence` statistics (harness.kl): mean KLD and
+its uncertainty, its percentiles 0.1 .. 99.9 with max and min, delta p's mean, percentiles, max, min and
+RMS, same top p, PPL(base), the correlation of ln p, ln(PPL(Q)/PPL(base)), PPL ratio and difference with
+their uncertainties. llama.cpp stores the base log-probabilities as 16-bit integers and drops base
+probabilities below e^-16 from the KL sum; here they are float32 and every token counts.
 
 A backend that cannot return the full vocabulary (an endpoint: `max_top_k`, e.g. vLLM's --max-logprobs)
 scores a variant at its own top-`max_top_k`; a baseline id outside it gets the smallest log-probability
@@ -44,14 +57,24 @@ class PerplexityConfig(SuiteConfig):
     data: Path  # JSONL with {"id", "text"} per line
     context_length: int = Field(gt=1)  # tokens a window feeds the model (lm-eval's max_length)
     stride: int = Field(gt=0)  # tokens newly scored per window after the first; == context_length: lm-eval's
-    top_k: int | None = Field(gt=0)  # baseline log-probabilities kept per token; null: the full vocabulary
+    # baseline log-probabilities kept per token (+ a tail bucket); null: the full vocabulary where it fits
+    # in `max_kept_mib` (N x V float32) and the backend returns it, else the top `fallback_top_k`
+    top_k: int | None = Field(gt=0)
     batch_size: int = Field(gt=0)  # windows per forward pass
     max_documents: int | None = Field(default=None, gt=0)  # the first N documents only (null: all)
+    # rolling: lm-eval's loglikelihood_rolling windows per document; llama.cpp: llama-perplexity's tokens
+    # (the documents joined by a blank line, non-overlapping chunks of context_length, BOS first, the
+    # second half of each chunk scored; needs stride == context_length)
+    scoring: Literal["rolling", "llama.cpp"] = "rolling"
+    max_kept_mib: int = Field(default=2048, gt=0)
+    fallback_top_k: int = Field(default=64, gt=0)
 
     @model_validator(mode="after")
     def _stride_fits(self) -> PerplexityConfig:
         if self.stride > self.context_length:
             raise ValueError(f"stride {self.stride} exceeds context_length {self.context_length}")
+        if self.scoring == "llama.cpp" and self.stride != self.context_length:
+            raise ValueError("scoring llama.cpp uses non-overlapping chunks: set stride equal to context_length")
         return self
 
 
@@ -89,10 +112,42 @@ def read_documents(config: PerplexityConfig) -> list[dict]:
     return documents[: config.max_documents]
 
 
+LLAMA_CPP_SEPARATOR = "\n\n"  # between documents in llama.cpp mode (llama-perplexity reads one text file)
+
+
+def llama_cpp_windows(tokens: list[int], bos: int | None, n_ctx: int) -> list[Window]:
+    """llama-perplexity's chunks (tools/perplexity/perplexity.cpp, `perplexity`): tokens[i n_ctx : (i+1) n_ctx]
+    for i < len(tokens) // n_ctx, the first token replaced by BOS when the model adds one; the logits of
+    positions n_ctx/2 .. n_ctx-2 are scored, i.e. the chunk's last n_ctx - 1 - n_ctx/2 tokens."""
+    first = n_ctx // 2
+    windows = []
+    for start in range(0, len(tokens) // n_ctx * n_ctx, n_ctx):
+        chunk = tokens[start : start + n_ctx]
+        windows.append(Window(tokens=([bos] if bos is not None else chunk[:1]) + chunk[1:], scored=n_ctx - 1 - first))
+    return windows
+
+
+def _llama_cpp_windows(config: PerplexityConfig, backend: Backend) -> tuple[list[dict], list[Window], list[int]]:
+    """One chunk per "document" (its rows are chunks), from the documents' texts joined as one text."""
+    text = LLAMA_CPP_SEPARATOR.join(d["text"] for d in read_documents(config))
+    tokens = backend.tokenize(text, add_bos=True)
+    bos = backend.tokenize("", add_bos=True)
+    if len(tokens) < 2 * config.context_length:  # llama-perplexity's own minimum
+        raise InputError(
+            f"{config.data}: {len(tokens)} tokens; llama.cpp scoring needs at least 2 x context_length "
+            f"({2 * config.context_length})"
+        )
+    windows = llama_cpp_windows(tokens, bos[0] if len(bos) == 1 else None, config.context_length)
+    chunks = [{"id": f"chunk-{i}", "tokens": config.context_length} for i in range(len(windows))]
+    return chunks, windows, list(range(len(windows)))
+
+
 def _document_windows(
     config: PerplexityConfig, backend: Backend
 ) -> tuple[list[dict], list[Window], list[int]]:
     """Documents, their windows in order, and the document index of each window."""
+    if config.scoring == "llama.cpp":
+        return _llama_cpp_windows(config, backend)
     bos = backend.tokenize("", add_bos=True)
     if len(bos) != 1:
         raise InputError(
@@ -147,6 +202,19 @@ def _reduce(score: WindowScores, keep: int | None, at_ids: torch.Tensor | None) 
     }
 
 
+def kept_top_k(config: PerplexityConfig, backend: Backend, tokens: int) -> int | None:
+    """What the baseline keeps per token: None (the full vocabulary) when the config asks for it, the
+    backend returns it (an endpoint returns at most its `max_top_k`) and [tokens, V] float32 fits."""
+    if config.top_k is not None:
+        return config.top_k
+    endpoint_k = getattr(backend, "max_top_k", None)
+    if endpoint_k is not None:
+        return endpoint_k
+    tokenizer = getattr(backend, "tokenizer", None)
+    vocabulary = len(tokenizer) if tokenizer is not None else 0
+    return None if tokens * vocabulary * 4 <= config.max_kept_mib * 2**20 else config.fallback_top_k
+
+
 def _collect(
     config: PerplexityConfig, backend: Backend, baseline: dict[str, torch.Tensor] | None
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -160,7 +228,10 @@ def _collect(
     if baseline is not None and targets != baseline["target_ids"].tolist():
         raise InputError(f"{config.data}: the model tokenizes the text differently from the baseline")
     baseline_ids = baseline["kept_ids"].long() if baseline is not None and "kept_ids" in baseline else None
-    keep = config.top_k if baseline is None else getattr(backend, "max_top_k", None)
+    keep = kept_top_k(config, backend, len(targets)) if baseline is None else getattr(backend, "max_top_k", None)
+    if baseline is not None and baseline_ids is None and keep is not None:
+        raise InputError(f"suite {config.name}: the baseline kept the full vocabulary, and backend {backend.name} "
+                         f"returns only its top-{keep}: measure both with top_k set")
     tokenizer = getattr(backend, "tokenizer", None)
     if baseline is None and keep is not None and tokenizer is not None and keep > len(tokenizer):
         raise InputError(f"suite {config.name}: top_k {keep} exceeds the model's vocabulary ({len(tokenizer)} tokens)")
@@ -216,16 +287,28 @@ def _measurement(
     arrays: dict[str, torch.Tensor],
     out_dir: Path,
     per_token: dict[str, torch.Tensor],
+    kept: str,
 ) -> Measurement:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({name: tensor.contiguous() for name, tensor in arrays.items()}, out_dir / ARTIFACT)
-    kept = "full vocabulary" if config.top_k is None else f"top-{config.top_k} of the baseline + tail bucket"
     return Measurement(
         metrics=_own_metrics(arrays),
         samples=_document_rows(documents, arrays, per_token),
         out_dir=out_dir,
-        extra={"kept_distribution": kept, "documents": len(documents), "moe_layers": _moe_layers(arrays)},
+        extra={"kept_distribution": kept, "documents": len(documents), "moe_layers": _moe_layers(arrays),
+               "scoring": config.scoring},
     )
+
+
+def kept_description(config: PerplexityConfig, base: dict[str, torch.Tensor]) -> str:
+    """What the KL is taken over, from the baseline's artifact: the full vocabulary, or top-K + tail (and why)."""
+    if "kept_ids" not in base:
+        return f"full vocabulary ({base['kept_logprobs'].shape[-1]} tokens): exact KL"
+    k = base["kept_ids"].shape[-1]
+    why = "" if config.top_k is not None else (
+        f" (full vocabulary asked: the backend returns at most top-{k}, or [N, V] float32 exceeds "
+        f"max_kept_mib {config.max_kept_mib})")
+    return f"top-{k} of the baseline + tail bucket: KL is a lower bound{why}"
 
 
 def _moe_layers(arrays: dict[str, torch.Tensor]) -> list[int]:
@@ -234,7 +317,7 @@ def _moe_layers(arrays: dict[str, torch.Tensor]) -> list[int]:
 
 def measure(config: PerplexityConfig, backend: Backend, out_dir: Path) -> Measurement:
     documents, arrays = _collect(config, backend, None)
-    return _measurement(config, documents, arrays, out_dir, per_token={})
+    return _measurement(config, documents, arrays, out_dir, per_token={}, kept=kept_description(config, arrays))
 
 
 def measure_against(
@@ -243,20 +326,27 @@ def measure_against(
     base = load_file(baseline.out_dir / ARTIFACT)
     documents, arrays = _collect(config, backend, base)
     per_token = token_comparison(config, base, arrays)
+    if "kept_ids" not in base:  # full vocabulary: keep the exact per-token KL, not a second [N, V] array
+        arrays["kl"] = per_token["kl"]
+        arrays["same_top1"] = per_token["same_top1"]  # tie-aware needs both sides' log-probabilities: judged now
+        del arrays["kept_logprobs"]
     return _measurement(
         config,
         documents,
         arrays,
         out_dir,
         per_token={"kl_mean": per_token["kl"], "same_top1": per_token["same_top1"]},
+        kept=kept_description(config, base),
     )
 
 
 def token_comparison(config: PerplexityConfig, base: dict, variant: dict) -> dict[str, torch.Tensor]:
     """Per scored token [N]: KL(base || variant), same top-1, delta p of the actual next token, delta NLL."""
     return {
-        "kl": kl.kl_per_token(base["kept_logprobs"], variant["kept_logprobs"], tail=config.top_k is not None),
-        "same_top1": kl.same_top1(  # tie-aware, on both sides' kept log-probabilities at the same ids
+        "kl": variant["kl"].double() if "kl" in variant
+        else kl.kl_per_token(base["kept_logprobs"], variant["kept_logprobs"], tail="kept_ids" in base),
+        "same_top1": variant["same_top1"].double() if "same_top1" in variant
+        else kl.same_top1(  # tie-aware, on both sides' kept log-probabilities at the same ids
             base["kept_logprobs"], base.get("kept_ids"), variant["kept_logprobs"], base["argmax_ids"],
             variant["argmax_ids"],
         ).double(),
@@ -265,15 +355,20 @@ def token_comparison(config: PerplexityConfig, base: dict, variant: dict) -> dic
     }
 
 
+LOWER_TAIL = ("p0.1", "p1", "p5", "p10", "p25", "min")  # of delta p: where the harm is
+
+
 def _distribution_metrics(
-    name: str, values: torch.Tensor, direction: Direction, percentile_direction: Direction, unit: str
+    name: str, values: torch.Tensor, direction: Direction, percentile_direction: Direction, unit: str,
+    points: tuple[float, ...], lower_tail: Direction | None = None,
 ) -> list[Metric]:
-    """Mean with stderr, then median, p90, p99, p99.9 and max."""
+    """Mean with stderr, then the percentiles, max and min (`lower_tail`: the direction of the low ones)."""
     mean, stderr = kl.mean_stderr(values)
     n = values.numel()
     return [Metric(f"{name}_mean", mean, direction, stderr, unit, n)] + [
-        Metric(f"{name}_{stat}", value, percentile_direction, None, unit, n)
-        for stat, value in kl.percentiles(values).items()
+        Metric(f"{name}_{stat}", value, lower_tail if lower_tail and stat in LOWER_TAIL else percentile_direction,
+               None, unit, n)
+        for stat, value in kl.percentiles(values, points).items()
     ]
 
 
@@ -283,11 +378,20 @@ def compare(config: PerplexityConfig, variant: Measurement, baseline: Measuremen
     n = per_token["kl"].numel()
     same_top1, same_top1_stderr = kl.mean_stderr(per_token["same_top1"])
     log_ratio, log_ratio_stderr = kl.mean_stderr(per_token["delta_nll"])  # paired: same tokens
+    rms, rms_unc = kl.rms(per_token["delta_p"])
+    ppl = kl.perplexity_statistics(-var["target_logprobs"], -base["target_logprobs"])
     metrics = [
-        *_distribution_metrics("kl", per_token["kl"], "lower", "lower", "nats/token"),
+        *_distribution_metrics("kl", per_token["kl"], "lower", "lower", "nats/token", kl.KL_PERCENTILES),
         Metric("same_top1", 100 * same_top1, "higher", 100 * same_top1_stderr, "%", n),
-        *_distribution_metrics("delta_p", per_token["delta_p"], "higher", "none", "probability"),
+        *_distribution_metrics("delta_p", per_token["delta_p"], "higher", "none", "probability",
+                               kl.DELTA_P_PERCENTILES, lower_tail="higher"),
+        Metric("delta_p_rms", rms, "lower", rms_unc, "probability", n),
         Metric("ln_ppl_ratio", log_ratio, "lower", log_ratio_stderr, "ln(PPL(Q)/PPL(base))", n),
+        Metric("ppl_ratio", ppl["ppl_ratio"][0], "lower", ppl["ppl_ratio"][1], "PPL(Q)/PPL(base)", n),
+        Metric("ppl_difference", ppl["ppl_difference"][0], "lower", ppl["ppl_difference"][1], "PPL(Q) - PPL(base)", n),
+        Metric("perplexity_base", ppl["ppl_base"][0], "none", ppl["ppl_base"][1], "PPL(base) on these tokens", n),
+        Metric("ln_ppl_correlation", ppl["ln_ppl_correlation"][0], "none", None,
+               "Pearson correlation of per-token ln p, variant and baseline", n),
     ]
     return metrics + routing_metrics(base, var)
 

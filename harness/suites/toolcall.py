@@ -5,7 +5,9 @@ expected_state, expected_answer, max_steps) run as multi-step episodes against a
 K2-Vendor-Verifier requests (`requests_file`) run as single-step episodes, written back as a K2VV results
 file (`k2vv_results.jsonl`) and, with `reference_results` (a K2VV results file, e.g. Moonshot's official
 one), scored against it with K2VV's own F1 without a baseline run. All episodes of a measurement step
-together (`harness.toolcall.loop`); metrics are in `harness.toolcall.metrics`.
+together (`harness.toolcall.loop`); metrics are in `harness.toolcall.metrics`. Against the baseline, the
+variant is also scored teacher-forced along the baseline's own call steps (`harness.toolcall.teacher`:
+paired NLL, KL and exact-call agreement per step, kept in `call_steps.jsonl`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import Field, model_validator
 from harness.backends.base import Backend
 from harness.suites.base import Measurement, SuiteConfig, SuiteKind, register_suite
 from harness.suites.paths import suite_data_path
+from harness.toolcall import teacher
 from harness.toolcall.k2vv import K2VV_RESULTS, read_requests, read_results, request_episode, result_line, write_results
 from harness.toolcall.loop import Episode, Generate, detect_parser, run_episodes
 from harness.toolcall.metrics import compare_metrics, k2vv_reference_metrics, measure_metrics, task_success
@@ -45,6 +48,10 @@ class ToolcallSuiteConfig(SuiteConfig):
     samples: int = Field(1, ge=1)  # episodes per prompt; pass^k for k = 2..samples
     temperature: float = Field(0.0, ge=0.0)  # 0: greedy
     seed: int = 0
+    # teacher-forced call steps along the baseline's trajectory (harness.toolcall.teacher): baseline
+    # log-probabilities kept per token (+ a tail bucket); null: the full vocabulary
+    call_top_k: int | None = Field(64, ge=1)
+    teacher_forced: bool = True  # false: episodes only, no call steps scored
 
     @model_validator(mode="after")
     def _consistent(self) -> ToolcallSuiteConfig:
@@ -83,6 +90,32 @@ def _generator(config: ToolcallSuiteConfig, backend: Backend) -> Generate:
 
 
 def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Measurement:
+    """One model's episodes, and its own call steps scored teacher-forced (what a variant is compared along)."""
+    measurement, scenario_episodes = _run(config, backend, out_dir)
+    if not config.teacher_forced:
+        return measurement
+    if getattr(backend, "toolcall_mode", "raw") == "chat":  # the server parsed the turns: no raw tokens to score
+        scenario_episodes = []
+    steps = teacher.call_steps(
+        [e for e in scenario_episodes if e.sample == 0], backend, config.stop[0], config.max_new_tokens
+    )
+    measurement.extra |= teacher.measure_baseline(backend, steps, config.call_top_k, out_dir)
+    return measurement
+
+
+def measure_against(
+    config: ToolcallSuiteConfig, backend: Backend, out_dir: Path, baseline: Measurement
+) -> Measurement:
+    """The variant's own episodes, and its scores along the baseline's call steps (`call_steps.jsonl`)."""
+    measurement, _ = _run(config, backend, out_dir)
+    if not config.teacher_forced:
+        return measurement
+    rows = teacher.measure_variant(backend, baseline.out_dir, config.call_top_k is None, out_dir)
+    measurement.extra["call_steps"] = len(rows)
+    return measurement
+
+
+def _run(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> tuple[Measurement, list[Episode]]:
     scenarios = (
         read_scenarios(suite_data_path(config.scenarios_file))[: config.limit] if config.scenarios_file else []
     )
@@ -148,11 +181,16 @@ def measure(config: ToolcallSuiteConfig, backend: Backend, out_dir: Path) -> Mea
         if scored[0].n == 0:
             raise InputError(f"{config.reference_results}: no data_index in common with {config.requests_file}")
         metrics += scored
-    return Measurement(metrics=metrics, samples=rows, out_dir=out_dir, extra=extra)
+    return Measurement(metrics=metrics, samples=rows, out_dir=out_dir, extra=extra), scenario_episodes
 
 
 def compare(config: ToolcallSuiteConfig, variant: Measurement, baseline: Measurement) -> list[Metric]:
-    return compare_metrics(baseline.samples, variant.samples)
+    metrics = compare_metrics(baseline.samples, variant.samples)
+    calls = variant.out_dir / teacher.ROWS
+    if calls.exists():  # measured against the baseline's call steps
+        rows = [json.loads(line) for line in calls.read_text().splitlines()]
+        metrics += teacher.call_metrics(rows)
+    return metrics
 
 
 def validate(config: ToolcallSuiteConfig) -> None:
@@ -160,4 +198,6 @@ def validate(config: ToolcallSuiteConfig) -> None:
         read_scenarios(config.scenarios_file)
 
 
-TOOLCALL_SUITE = register_suite(SuiteKind("toolcall", ToolcallSuiteConfig, measure, compare, validate=validate))
+TOOLCALL_SUITE = register_suite(
+    SuiteKind("toolcall", ToolcallSuiteConfig, measure, compare, measure_against, validate=validate)
+)

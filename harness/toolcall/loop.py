@@ -80,6 +80,7 @@ class Episode:
     environment: ToolEnvironment | None  # None: a single-step request, calls validated but not executed
     reference_tools: frozenset[str] | None = None  # tools a reference solution uses; None when unknown
     outputs: list[str] = field(default_factory=list)  # raw assistant turns, one per step
+    prompts: list[list[int]] = field(default_factory=list)  # the rendered prompt of each step (not in to_json)
     calls: list[CallRecord] = field(default_factory=list)
     malformed_steps: int = 0
     dropped_steps: int = 0  # turns where the parser discarded tool-call syntax (as the engine would)
@@ -234,6 +235,7 @@ def run_episodes(
             if len(prompt) + (episode.max_new_tokens or max_new_tokens) > max_context_tokens:
                 episode.finish("context_exceeded")
                 continue
+            episode.prompts.append(prompt)
             groups.setdefault((episode.max_new_tokens, episode.temperature), []).append((episode, prompt))
         if not groups:
             break

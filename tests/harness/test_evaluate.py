@@ -64,6 +64,13 @@ def test_eval_writes_results_and_reuses_the_cached_baseline(
     assert len((variant_ppl / "samples.jsonl").read_text().splitlines()) == 8
     latency = {m["name"]: m for m in _summary(out / variant.name / "lat")["comparison"]}
     assert latency["size_ratio"]["value"] < 1 and latency["size_ratio"]["direction"] == "lower"
+    for phase in ("prefill", "decode"):  # timed beside the baseline: an interval, or unstable and no number
+        for condition in ("b1_p16", "b2_p16"):
+            if f"unstable_{phase}.{condition}" not in latency:
+                low, high = latency[f"speedup_{phase}_low.{condition}"], latency[f"speedup_{phase}_high.{condition}"]
+                assert low["value"] <= latency[f"speedup_{phase}.{condition}"]["value"] <= high["value"]
+    pairs = [json.loads(line) for line in (out / variant.name / "lat" / "samples.jsonl").read_text().splitlines()]
+    assert {"baseline_prefill_s", "baseline_decode_s", "first", "attempt"} <= set(pairs[0])
     bf16_bits = {m["name"]: m["value"] for m in _summary(out / bundled_model.name / "lat")["metrics"]}
     assert 16 <= bf16_bits["bits_per_weight"] < 16.5  # BF16 + a float32 router bias + headers
 

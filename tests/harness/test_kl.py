@@ -44,7 +44,7 @@ def test_perplexity_stderr_is_the_delta_method():
 
 
 def test_percentiles_and_routing_statistics():
-    expected = {"median": 500.0, "p90": 900.0, "p99": 990.0, "p99.9": 999.0, "max": 1000.0}
+    expected = {"median": 500.0, "p90": 900.0, "p99": 990.0, "p99.9": 999.0, "max": 1000.0, "min": 0.0}
     assert kl.percentiles(torch.arange(1001.0)) == pytest.approx(expected)
     base = torch.tensor([[0, 1], [2, 3], [0, 2]])
     variant = torch.tensor([[0, 1], [2, 4], [1, 3]])

@@ -84,7 +84,8 @@ class ScriptedBackend:
 
 def test_reference_trajectories_succeed(tmp_path):
     config = ToolcallSuiteConfig(
-        name="toolcall", kind="toolcall", version=1, scenarios_file=SCENARIOS_FILE, parser="kimi_k2"
+        name="toolcall", kind="toolcall", version=1, scenarios_file=SCENARIOS_FILE, parser="kimi_k2",
+        teacher_forced=False,  # scripted turns: no model to score them
     )
     measurement = TOOLCALL_SUITE.measure(config, ScriptedBackend(SCENARIOS), tmp_path)
     metrics = {m.name: m for m in measurement.metrics}
@@ -251,7 +252,8 @@ def test_any_output_steps_without_raising(outputs, tokenizer):
 
 def test_measurement_rows_are_json(tmp_path):
     config = ToolcallSuiteConfig(
-        name="t", kind="toolcall", version=1, scenarios_file=SCENARIOS_FILE, limit=3, parser="kimi_k2"
+        name="t", kind="toolcall", version=1, scenarios_file=SCENARIOS_FILE, limit=3, parser="kimi_k2",
+        teacher_forced=False,
     )
     measurement: Measurement = TOOLCALL_SUITE.measure(config, ScriptedBackend(SCENARIOS), tmp_path)
     assert len(measurement.samples) == 3

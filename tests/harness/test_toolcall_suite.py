@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from harness.suites.base import suite_kind
 from harness.suites.toolcall import TOOLCALL_SUITE, ToolcallSuiteConfig
+from harness.toolcall import teacher
 from harness.toolcall.k2vv import K2VV_RESULTS, read_results
 from harness.toolcall.loop import detect_parser
 from quantgate.core.shipped import shipped_root
@@ -99,3 +100,21 @@ def test_sampled_episodes_report_pass_hat_k_reproducibly(bundled_backend, tmp_pa
     assert metrics["pass^2"].n == 3 and metrics["task_success"].n == 6
     again = TOOLCALL_SUITE.measure(config, bundled_backend, tmp_path / "b")
     assert again.samples == first.samples  # same seed, same episodes
+
+
+def test_call_steps_teacher_forced_along_the_baselines_trajectory(measurement, backend, tmp_path):
+    steps = measurement.extra["call_steps"]
+    calls = sum(len({c["step"] for c in r["calls"]}) for r in measurement.samples)
+    assert steps == calls > 0 and measurement.extra["call_on_record"] == steps  # greedy turns reproduce
+    itself = teacher.measure_variant(backend("bf16"), measurement.out_dir, False, tmp_path / "self")
+    assert all(r["agree"] and r["kl_mean"] == 0 and r["nll_mean"] == r["baseline_nll_mean"] for r in itself)
+    same = {m.name: m.value for m in teacher.call_metrics(itself)}
+    assert (same["call_kl_mean"], same["call_agreement"], same["call_nll_delta"], same["call_nll_ttest_p"]) == (
+        0.0, 1.0, 0.0, 1.0)
+    rows = teacher.measure_variant(backend("w2a16-g32"), measurement.out_dir, False, tmp_path / "w2")
+    assert [r["step"] for r in rows] == [r["step"] for r in itself]
+    assert (tmp_path / "w2" / teacher.ROWS).read_text().count("\n") == steps
+    w2 = {m.name: m for m in teacher.call_metrics(rows)}
+    assert w2["call_kl_mean"].value > 0 and w2["call_kl_mean"].direction == "lower"
+    assert w2["call_nll_delta_low"].value <= w2["call_nll_delta"].value <= w2["call_nll_delta_high"].value
+    print("toolcall call steps, w2a16-g32:", {k: round(m.value, 5) for k, m in w2.items()})
