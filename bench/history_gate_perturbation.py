@@ -11,6 +11,7 @@ records every gate row of n2 and n3: value, previous value, detectable regressio
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.environ["QUANTGATE_STATE_DIR"] = str(work / "state")  # sqlite store and its artifacts under tmp
         made = quantize(QuantizeRequest(model, get_scheme("kimi-k2-thinking-int4"), out=work / "made")).path
         shutil.copytree(made, work / "int4", ignore=shutil.ignore_patterns(MANIFEST_NAME))
         data = ROOT / "suites" / "data" / "tinyk2" / "heldout_text.jsonl"
@@ -73,7 +75,7 @@ def main() -> None:
         def nightly(nightly_id: str) -> None:
             outcome = run_nightly(NightlyRequest(
                 plan_path=work / "plan.yaml", shard=Shard(1, 1), state=work / "state", reports=work / "reports",
-                cache_dir=work / "cache", tracking_uri=f"sqlite:///{work / 'mlflow.db'}", nightly_id=nightly_id,
+                cache_dir=work / "cache", nightly_id=nightly_id,  # MLflow: the embedded store in QUANTGATE_STATE_DIR
             ))  # fmt: skip
             for row in outcome.gates.rows:
                 detectable = None if row.detectable is None else f"{row.detectable:.3g}"
@@ -94,7 +96,7 @@ def main() -> None:
         recording.write(
             [Table("gate rows", columns, tuple(r for r in rows if r[0] != "n1"))],
             data={"documents": args.documents, "scale": args.scale, "expert": EXPERT_SCALES},
-            notes=[f"n3: {EXPERT_SCALES} x {args.scale} after n2; MLflow in a temporary sqlite store"],
+            notes=[f"n3: {EXPERT_SCALES} x {args.scale} after n2; MLflow: sqlite in a temporary folder"],
         )
 
 
