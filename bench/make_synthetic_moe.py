@@ -11,7 +11,13 @@ quantizable in_features is a multiple of 128.
 Values are seeded per tensor name (normal, std 1/sqrt(in_features)), so a tensor's bytes do not
 depend on the shard size. Shards are streamed tensor by tensor: one tensor is held at a time.
 
-Usage: python bench/make_synthetic_moe.py OUT_DIR --size-gb 4.2 [--shard-gb 1] [--seed 0]
+`--fp8` writes the DeepSeek-V3 / Kimi K2 release layout instead: every decoder-layer Linear
+(`*_proj.weight`: attention, dense MLP, routed and shared experts) as float8_e4m3fn with its
+`weight_scale_inv` (float32, one per 128x128 block) right after it in the same shard, made from
+the same BF16 values by quantgate.core.fp8.quantize_fp8 (DeepSeek's weight_quant); the config
+carries the fp8 quantization_config; --size-gb is then the FP8 checkpoint's size.
+
+Usage: python bench/make_synthetic_moe.py OUT_DIR --size-gb 4.2 [--shard-gb 1] [--seed 0] [--fp8]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import struct
 import zlib
@@ -36,7 +43,11 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
 )
-SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float32: "F32"}
+SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float32: "F32", torch.float8_e4m3fn: "F8_E4M3"}
+FP8_BLOCK = (128, 128)
+FP8_LINEAR = re.compile(r"^model\.layers\.\d+\..*_proj(_with_mqa)?\.weight$")  # as tinyk2.make_fp8
+FP8_CONFIG = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
+SCALE_SUFFIX = "_scale_inv"
 
 
 @dataclass(frozen=True)
@@ -118,22 +129,32 @@ def _mlp(prefix: str, H: int, I: int) -> list[TensorSpec]:  # noqa: E741
     ]
 
 
-def tensor_specs(d: Dims, n_experts: int) -> list[TensorSpec]:
-    """Every tensor, in checkpoint order: embeddings, layers, final norm, lm_head."""
+def tensor_specs(d: Dims, n_experts: int, fp8: bool = False) -> list[TensorSpec]:
+    """Every tensor, in checkpoint order: embeddings, layers, final norm, lm_head (with `fp8`, each
+    decoder-layer Linear in FP8 followed by its block scales)."""
     specs = [TensorSpec("model.embed_tokens.weight", (d.vocab_size, d.hidden_size))]
     for layer in range(d.num_hidden_layers):
         specs += _layer_tensors(d, layer, n_experts)
-    return specs + [
+    specs += [
         TensorSpec("model.norm.weight", (d.hidden_size,)),
         TensorSpec("lm_head.weight", (d.vocab_size, d.hidden_size)),
     ]
+    return [s for spec in specs for s in _fp8_specs(spec)] if fp8 else specs
 
 
-def solve_experts(d: Dims, size_gb: float) -> int:
+def _fp8_specs(spec: TensorSpec) -> list[TensorSpec]:
+    if not FP8_LINEAR.match(spec.name):
+        return [spec]
+    (rows, cols), (height, width) = spec.shape, FP8_BLOCK
+    scale_shape = (math.ceil(rows / height), math.ceil(cols / width))
+    return [TensorSpec(spec.name, spec.shape, torch.float8_e4m3fn),
+            TensorSpec(spec.name + SCALE_SUFFIX, scale_shape, torch.float32)]  # fmt: skip
+
+
+def solve_experts(d: Dims, size_gb: float, fp8: bool = False) -> int:
     """The fewest routed experts per layer whose checkpoint reaches size_gb (at least 2)."""
-    fixed = sum(s.nbytes for s in tensor_specs(d, 0))
-    moe_layers = d.num_hidden_layers - d.first_k_dense_replace
-    per_expert = moe_layers * (3 * d.hidden_size * d.moe_intermediate_size * 2 + d.hidden_size * 2 + 4)
+    fixed = sum(s.nbytes for s in tensor_specs(d, 0, fp8))
+    per_expert = sum(s.nbytes for s in tensor_specs(d, 1, fp8)) - fixed  # its 3 weights and router row, per layer
     return max(2, math.ceil((size_gb * GB - fixed) / per_expert))
 
 
@@ -181,7 +202,16 @@ def config_json(d: Dims, n_experts: int) -> dict:
 
 
 def make_tensor(spec: TensorSpec, seed: int) -> torch.Tensor:
-    """Deterministic values for one tensor: a function of (seed, name) only."""
+    """Deterministic values for one tensor: a function of (seed, name) only. An FP8 weight and its
+    scales are the block quantization of the BF16 weight of that name."""
+    if spec.dtype == torch.float8_e4m3fn or spec.name.endswith(SCALE_SUFFIX):
+        from quantgate.core.fp8 import quantize_fp8
+
+        name = spec.name.removesuffix(SCALE_SUFFIX)
+        if _LAST_FP8.get("key") != (name, seed):  # the weight, then its scales: quantized once
+            weight = make_tensor(TensorSpec(name, _WEIGHT_SHAPES[name]), seed)
+            _LAST_FP8.update(key=(name, seed), value=quantize_fp8(weight, FP8_BLOCK))
+        return _LAST_FP8["value"][1 if spec.name.endswith(SCALE_SUFFIX) else 0]
     generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(spec.name.encode()))
     if spec.name.endswith("e_score_correction_bias"):
         return (torch.randn(spec.shape, generator=generator) * 1e-3).to(spec.dtype)
@@ -202,6 +232,10 @@ def assign_shards(specs: list[TensorSpec], shard_bytes: int) -> list[list[Tensor
         shards[-1].append(spec)
         filled += spec.nbytes
     return shards
+
+
+_WEIGHT_SHAPES: dict[str, tuple[int, ...]] = {}  # FP8 weight name -> shape, for its scales' make_tensor
+_LAST_FP8: dict = {}  # the last FP8 weight's (name, seed) and (weight, scales)
 
 
 def write_shard(path: Path, specs: list[TensorSpec], seed: int) -> None:
@@ -226,11 +260,12 @@ def write_shard(path: Path, specs: list[TensorSpec], seed: int) -> None:
             handle.write(tensor.contiguous().view(torch.uint8).numpy().data)
 
 
-def make_checkpoint(out: Path, size_gb: float, shard_gb: float = 1.0, seed: int = 0) -> dict:
+def make_checkpoint(out: Path, size_gb: float, shard_gb: float = 1.0, seed: int = 0, fp8: bool = False) -> dict:
     """Write the checkpoint into `out` (created; must not hold one already); returns a summary."""
     d = dims_for_size(size_gb)
-    n_experts = solve_experts(d, size_gb)
-    specs = tensor_specs(d, n_experts)
+    n_experts = solve_experts(d, size_gb, fp8)
+    specs = tensor_specs(d, n_experts, fp8)
+    _WEIGHT_SHAPES.update({s.name: s.shape for s in specs if s.dtype == torch.float8_e4m3fn})
     shards = assign_shards(specs, int(shard_gb * GB))
     out.mkdir(parents=True, exist_ok=True)
     if (out / INDEX_NAME).exists():
@@ -243,7 +278,8 @@ def make_checkpoint(out: Path, size_gb: float, shard_gb: float = 1.0, seed: int 
     total = sum(s.nbytes for s in specs)
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    (out / "config.json").write_text(json.dumps(config_json(d, n_experts), indent=2) + "\n")
+    config = config_json(d, n_experts) | ({"quantization_config": FP8_CONFIG} if fp8 else {})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     for name in TOKENIZER_FILES:
         if (TOKENIZER_SOURCE / name).is_file():
             shutil.copyfile(TOKENIZER_SOURCE / name, out / name)
@@ -262,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-gb", type=float, required=True, help="checkpoint size in GB (10^9 bytes)")
     parser.add_argument("--shard-gb", type=float, default=1.0, help="shard size in GB (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fp8", action="store_true", help="DeepSeek/Kimi block-FP8 release layout")
     args = parser.parse_args(argv)
-    summary = make_checkpoint(args.out, args.size_gb, args.shard_gb, args.seed)
+    summary = make_checkpoint(args.out, args.size_gb, args.shard_gb, args.seed, args.fp8)
     print(json.dumps(summary))
     return 0
 

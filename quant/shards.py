@@ -8,15 +8,22 @@ each output tensor is written at its place as soon as it exists. Weights with a 
 through compressed-tensors (quant.rtn); other tensors are copied through in chunks. Memory is
 bounded by the read chunk and the largest whole weight, not by the shard. Every floating tensor
 is checked for NaN/Inf (fused into the min/max pass where there is one).
+
+From a block-FP8 source (quantgate.core.fp8) the job names each FP8 weight's scale; the scales
+are read first (small: one float per 128x128 block), and each FP8 weight is read in runs of
+whole block rows and dequantized to BF16 exactly as DeepSeek's reference conversion does, then
+quantized or written as BF16 like any BF16 weight. The scales themselves are not written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from compressed_tensors.quantization import QuantizationScheme
+from safetensors import safe_open
 
 from quant.fast import FastRTN, fast_rtn
 from quant.kernels import all_finite
@@ -25,6 +32,7 @@ from quant.rtn import compress_weight
 from quant.select import module_of
 from quant.stream import READ_CHUNK, Entry, ShardReader, ShardWriter
 from quantgate.core.errors import InputError
+from quantgate.core.fp8 import dequantize_fp8, scale_name
 
 SAFETENSORS_METADATA = {"format": "pt"}
 
@@ -34,7 +42,10 @@ class ShardJob:
     source: Path  # source shard file
     target: Path  # output shard file (inside the temporary directory)
     quantized: frozenset[str]  # tensor names in this shard to quantize
-    scheme_json: str  # compressed-tensors QuantizationScheme (with format), serialised
+    scheme_json: str | None  # compressed-tensors QuantizationScheme (with format), serialised; None: quantize nothing
+    fp8_block: tuple[int, int] | None = None  # a block-FP8 source's weight_block_size
+    fp8_scales: dict[str, Path] = field(default_factory=dict)  # FP8 weight in this shard -> shard of its scale
+    skipped: frozenset[str] = frozenset()  # tensors of this shard not written (the FP8 scales)
 
 
 @dataclass(frozen=True)
@@ -80,24 +91,27 @@ def output_specs(
 
 
 def quantize_shard(job: ShardJob, hasher: SourceHasher) -> ShardResult:
-    scheme = QuantizationScheme.model_validate_json(job.scheme_json)
+    scheme = QuantizationScheme.model_validate_json(job.scheme_json) if job.scheme_json is not None else None
+    scales = _read_scales(job)
     reader = ShardReader(job.source)
     writer = None
     try:
+        entries = [e for e in reader.entries if e.name not in job.skipped]
         by_shape: dict = {}
-        specs = {e.name: output_specs(e, e.name in job.quantized, scheme, by_shape) for e in reader.entries}
+        specs = {e.name: output_specs(_as_read(e, scales), e.name in job.quantized, scheme, by_shape) for e in entries}
         outputs = {name: t for per_entry in specs.values() for name, t in per_entry.items()}
         tensors = [(n, t.dtype, tuple(t.shape)) for n, t in outputs.items()]
         writer = ShardWriter(job.target, tensors, SAFETENSORS_METADATA)
-        for entry in reader.entries:
-            if entry.name not in job.quantized:
+        for entry in entries:
+            weights = WeightRows(job, reader, entry, scales.get(entry.name))
+            if entry.name not in job.quantized and weights.scale is None:
                 _copy(job, reader, writer, entry)
-                continue
-            fast = fast_rtn(scheme, entry.dtype, entry.shape)
-            if fast is not None:
-                _quantize_fast(job, reader, writer, entry, fast, specs[entry.name])
+            elif entry.name not in job.quantized:
+                _copy_rows(writer, weights)  # an FP8 weight the scheme leaves unquantized: BF16
+            elif (fast := fast_rtn(scheme, weights.dtype, entry.shape)) is not None:
+                _quantize_fast(job, writer, weights, fast, specs[entry.name])
             else:
-                _quantize_whole(job, reader, writer, entry, scheme, specs[entry.name])
+                _quantize_whole(job, writer, weights, scheme, specs[entry.name])
         reader.close()
         sha = writer.close()
         source_sha = hasher.sha256(job.source)
@@ -113,8 +127,8 @@ def quantize_shard(job: ShardJob, hasher: SourceHasher) -> ShardResult:
         sha256=sha,
         bytes=writer.size,
         tensor_names=tuple(sorted(outputs)),
-        source_elements=sum(e.nbytes // e.dtype.itemsize for e in reader.entries),
-        quantized_source_elements=sum(e.nbytes // e.dtype.itemsize for e in reader.entries if e.name in job.quantized),
+        source_elements=sum(e.nbytes // e.dtype.itemsize for e in entries),
+        quantized_source_elements=sum(e.nbytes // e.dtype.itemsize for e in entries if e.name in job.quantized),
         quantized_bytes=sum(_nbytes(t) for t in quantized_outputs),
         output_bytes=sum(_nbytes(t) for t in outputs.values()),
     )
@@ -130,21 +144,78 @@ def _copy(job: ShardJob, reader: ShardReader, writer: ShardWriter, entry: Entry)
         writer.write(entry.name, chunk, offset)
 
 
+class WeightRows:
+    """A 2-D weight read in runs of rows as the source defines it: a BF16 one as stored, an FP8 one
+    dequantized with its block scales (`scale`, float32 [ceil(rows/b0), ceil(cols/b1)]) to BF16."""
+
+    def __init__(self, job: ShardJob, reader: ShardReader, entry: Entry, scale: torch.Tensor | None) -> None:
+        self.job, self.reader, self.entry, self.scale = job, reader, entry, scale
+        self.dtype = entry.dtype if scale is None else torch.bfloat16
+        self.row_multiple = 1 if scale is None else job.fp8_block[0]  # runs start at a block row
+
+    def step(self, multiple: int, element_bytes: int) -> int:
+        """Rows per run: about READ_CHUNK bytes of output, a multiple of `multiple` and of the block height."""
+        multiple = math.lcm(multiple, self.row_multiple)
+        row_bytes = self.entry.shape[1] * element_bytes
+        return max(multiple, (READ_CHUNK // row_bytes) // multiple * multiple)
+
+    def rows(self, row: int, count: int) -> torch.Tensor:
+        """Rows [row, row + count) as `self.dtype` ([count, cols]); the BF16 view is valid until the next read."""
+        cols = self.entry.shape[1]
+        row_bytes = cols * self.entry.dtype.itemsize
+        raw = self.reader.read(self.entry, row * row_bytes, count * row_bytes).view(self.entry.dtype).view(count, cols)
+        if self.scale is None:
+            return raw
+        return dequantize_fp8(raw, self.scale, self.job.fp8_block, first_row=row).to(torch.bfloat16)
+
+
+def _as_read(entry: Entry, scales: dict[str, torch.Tensor]) -> Entry:
+    """The entry as its values are read: an FP8 weight is read as BF16."""
+    return replace(entry, dtype=torch.bfloat16) if entry.name in scales else entry
+
+
+def _read_scales(job: ShardJob) -> dict[str, torch.Tensor]:
+    """The FP8 weights' block scales (float32), each checked finite."""
+    scales = {}
+    handles: dict[Path, object] = {}
+    try:
+        for weight, shard in sorted(job.fp8_scales.items()):
+            if shard not in handles:
+                handles[shard] = safe_open(shard, framework="pt")
+            scale = handles[shard].get_tensor(scale_name(weight))
+            if not bool(torch.isfinite(scale).all()):
+                raise InputError(f"{shard}: tensor {scale_name(weight)} contains NaN or Inf")
+            scales[weight] = scale
+    finally:
+        handles.clear()
+    return scales
+
+
+def _copy_rows(writer: ShardWriter, weights: WeightRows) -> None:
+    """An FP8 weight kept unquantized: written as BF16, a run of block rows at a time."""
+    rows, cols = weights.entry.shape
+    step = weights.step(1, 2)
+    for row in range(0, rows, step):
+        block = weights.rows(row, min(step, rows - row))
+        if not all_finite(block):
+            raise _non_finite(weights.job, weights.entry.name)
+        writer.write(weights.entry.name, block, row * cols * 2)
+
+
 def _quantize_fast(
     job: ShardJob,
-    reader: ShardReader,
     writer: ShardWriter,
-    entry: Entry,
+    weights: WeightRows,
     fast: FastRTN,
     spec: dict[str, torch.Tensor],
 ) -> None:
+    entry = weights.entry
     rows, cols = entry.shape
-    row_bytes = cols * entry.dtype.itemsize
-    step = max(fast.row_block, (READ_CHUNK // row_bytes) // fast.row_block * fast.row_block)
+    step = weights.step(fast.row_block, entry.dtype.itemsize)
     module = module_of(entry.name)
     for row in range(0, rows, step):
         count = min(step, rows - row)
-        block = reader.read(entry, row * row_bytes, count * row_bytes).view(entry.dtype).view(count, cols)
+        block = weights.rows(row, count)
         pieces = fast.compress(block)  # local name -> tensor for these rows; None: NaN/Inf in them
         if pieces is None:
             raise _non_finite(job, entry.name)
@@ -159,14 +230,14 @@ def _quantize_fast(
 
 def _quantize_whole(
     job: ShardJob,
-    reader: ShardReader,
     writer: ShardWriter,
-    entry: Entry,
+    weights: WeightRows,
     scheme: QuantizationScheme,
     spec: dict[str, torch.Tensor],
 ) -> None:
     """compressed-tensors' own path on the whole weight (schemes and shapes without a fused kernel)."""
-    weight = reader.read(entry, 0, entry.nbytes).view(entry.dtype).view(entry.shape).clone()
+    entry = weights.entry
+    weight = weights.rows(0, entry.shape[0]).clone()
     if not all_finite(weight):
         raise _non_finite(job, entry.name)
     module = module_of(entry.name)

@@ -1,8 +1,14 @@
-"""The BF16 source checkpoint: its index, its shards, and checks that it is whole and unquantized.
+"""The source checkpoint: its index, its shards, and checks that it is whole and unquantized or block FP8.
 
 A checkpoint is a folder with config.json and either `model.safetensors.index.json` plus the
 shards it names, or one `model.safetensors` and no index (what `save_pretrained` writes for
 small models); the latter is read as if an index placed every tensor in that one file.
+
+A DeepSeek/Kimi block-FP8 release (quantgate.core.fp8) is a source too: its FP8 weights are read as
+the BF16 weights DeepSeek's reference conversion makes of them. `tensors` then lists every tensor
+but the `weight_scale_inv` ones, which are in `scales` (by the weight they scale) and never
+written out; their shapes are checked against the config's `weight_block_size` here, their
+values (finite) when they are read.
 
 Only safetensors headers are read here (memory-mapped `safe_open`); tensor data is read later,
 one tensor at a time, by the shard writer.
@@ -13,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -28,6 +34,7 @@ from quantgate.core.checkpoint import (
 )
 from quantgate.core.errors import InputError
 from quantgate.core.families import Family, family_of_config
+from quantgate.core.fp8 import BlockFP8, block_fp8_of, split_scales
 
 # Tensor names compressed-tensors writes for a quantized module; their presence means "already quantized".
 QUANTIZED_SUFFIXES = (
@@ -60,6 +67,11 @@ class SourceCheckpoint:
     tensors: dict[str, TensorInfo]  # by tensor name
     family: Family
     single_file: bool = False  # one model.safetensors and no index file
+    fp8: BlockFP8 | None = None  # a block-FP8 release (its FP8 weights are dequantized as they are read)
+    scales: dict[str, TensorInfo] = field(default_factory=dict)  # FP8 weight name -> its weight_scale_inv
+
+    def is_fp8(self, name: str) -> bool:
+        return name in self.scales
 
     def index_sha256(self) -> str:
         """sha256 of the index file; of a canonical index (the weight map as JSON) for a single file."""
@@ -99,12 +111,14 @@ def _data_end(shard_path: Path) -> int:
 
 
 def load_source(path: Path) -> SourceCheckpoint:
-    """Open a BF16 checkpoint directory and check it is whole, consistent and not yet quantized."""
+    """Open a BF16 or block-FP8 checkpoint directory and check it is whole, consistent and not yet
+    quantized (otherwise)."""
     if not path.is_dir():
         raise InputError(f"{path}: not a checkpoint directory")
     _check_links(path)
     config = read_json_object(path / CONFIG_NAME)  # before the index: a config that is not an object is named first
-    if "quantization_config" in config:
+    fp8 = block_fp8_of(config, path / CONFIG_NAME)
+    if "quantization_config" in config and fp8 is None:
         quantization = config["quantization_config"]
         method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else quantization
         raise InputError(f"{path / CONFIG_NAME}: already quantized (quantization_config, {method})")
@@ -132,7 +146,10 @@ def load_source(path: Path) -> SourceCheckpoint:
         for name, (shape, dtype) in header.items():
             tensors[name] = TensorInfo(name=name, shard=shard, shape=shape, dtype=dtype)
 
+    scales = split_scales(path, fp8, tensors) if fp8 is not None else {}
     for name, info in sorted(tensors.items()):
+        if name in scales:
+            continue  # an FP8 weight of a block-FP8 release (checked above), read dequantized
         if name.endswith(QUANTIZED_SUFFIXES) or info.dtype.startswith(("F8", "I8", "U8", "I32")):
             raise InputError(f"{path / info.shard}: tensor {name} ({info.dtype}) is already quantized")
         if info.dtype not in WEIGHT_DTYPES:
@@ -144,8 +161,9 @@ def load_source(path: Path) -> SourceCheckpoint:
             raise InputError(f"{path / info.shard}: tensor {name} has shape {list(info.shape)}; a Linear weight is 2-D")
     _check_architecture(path / CONFIG_NAME, config, tensors)
     return SourceCheckpoint(
-        path=path, config=config, shards=shards, tensors=tensors, family=family, single_file=single_file
-    )
+        path=path, config=config, shards=shards, tensors=tensors, family=family, single_file=single_file,
+        fp8=fp8, scales=scales,
+    )  # fmt: skip
 
 
 def _check_links(path: Path) -> None:

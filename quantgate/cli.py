@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quantgate import __version__
+from quantgate.commands.quiet import quiet_libraries
 from quantgate.core.errors import InputError
 
 
@@ -104,9 +105,14 @@ class SuggestingParser(argparse.ArgumentParser):
     `eval --suites x` is "unrecognized argument --suites; did you mean --suite?", not
     "the following arguments are required: --suite". Subcommand parsers are of the same class."""
 
+    command_parser = False  # a subcommand's: an unknown flag is its error (it knows the close match)
+
     def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201  (argparse's signature)
         self._given = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if self.command_parser and any(e.startswith("--") for e in extras):
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
     def error(self, message: str):  # noqa: ANN201
         flags = [o for o in self._option_string_actions if o.startswith("--")]
@@ -129,7 +135,12 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quantgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in commands:
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command_parser.command_parser = True
+        command.add_arguments(command_parser)
+        command_parser.add_argument(
+            "-v", "--verbose", action="store_true", help="show the libraries' progress bars and warnings"
+        )
     return parser
 
 
@@ -140,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not args.verbose:
+        quiet_libraries()
     try:
         return {c.name: c for c in commands}[args.command].run(args)
     except InputError as error:

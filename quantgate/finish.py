@@ -43,6 +43,7 @@ def finish(
     reports: Path | None = None,
     state: Path | None = None,
     as_real: tuple[str, ...] = (),
+    require_all: bool = True,
 ) -> Finished:
     """Gate (unless `gate` is False), write the report under `reports/<plan>/<nightly id>/` (when
     `reports` is given), and deliver the record to `store` (when given and `deliver_record`)."""
@@ -51,9 +52,9 @@ def finish(
     history = None
     if gate and any(g.history is not None for g in plan.gates):
         history = find_previous(plan, nightly_id, store, state or state_dir())
-    gates = evaluate_gates(plan, results, as_real, history) if gate else None
+    gates = evaluate_gates(plan, results, as_real, history, require_all) if gate else None
     verdict = None if gates is None else "pass" if gates.passed else "fail"
-    record = nightly_record(plan, results, nightly_id, verdict)
+    record = nightly_record(plan, results, nightly_id, verdict, gates.passing if gates else None)
     report_dir = None
     if gates is not None and reports is not None:
         report_dir = reports / plan.name / nightly_id

@@ -43,6 +43,7 @@ from quantgate.core.paths import PathName, component_problem
 from quantgate.core.reference import resolve_reference
 from quantgate.core.strict import StrictModel
 from quantgate.core.typed_yaml import load_typed_yaml
+from quantgate.plan_runtime import PlanInProcess, PlanServe
 
 THRESHOLD_KINDS = (
     "min_recovery", "max_difference", "max_value", "min_value", "no_significant_regression", "history",
@@ -168,6 +169,8 @@ class Plan(StrictModel):
     variants: list[PlanVariant] = Field(min_length=1)
     suites: list[str] = Field(min_length=1)
     gates: list[Gate] = Field(min_length=1)
+    in_process: PlanInProcess = PlanInProcess()  # how checkpoints are measured in this process
+    serve: PlanServe | None = None  # else: every checkpoint served by this engine (quantgate.plan_runtime)
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -231,6 +234,12 @@ class Plan(StrictModel):
     def digest(self) -> str:
         """sha256 of the plan as resolved (canonical JSON); names the plan's version in MLflow."""
         resolved = self.model_dump(mode="json") | {"model": self.model.name}  # the same on every machine
+        if self.serve is None:  # plans that say nothing of how they are measured keep their digest
+            del resolved["serve"]
+        else:
+            del resolved["serve"]["python"]  # where the engine lives, not what it runs
+        if self.in_process == PlanInProcess():
+            del resolved["in_process"]
         for variant in resolved["variants"]:
             if variant.get("path") is not None:
                 variant["path"] = Path(variant["path"]).name
@@ -259,7 +268,10 @@ def load_plan(path: Path, locate: bool = False) -> Plan:
             else v
             for i, v in enumerate(variants)
         ]
-    return plan.model_copy(update={"model": model, "variants": variants})
+    serve = plan.serve
+    if serve is not None and not serve.python.is_absolute() and "/" in str(serve.python):
+        serve = serve.model_copy(update={"python": (path.parent / serve.python).resolve()})
+    return plan.model_copy(update={"model": model, "variants": variants, "serve": serve})
 
 
 def _made_elsewhere(plan_path: Path, field: str, reference: str, require_weights: bool = True) -> Path:

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def bundled_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def fp8_model(bundled_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`kimi-k2-tiny-fp8`: the bundled model in the DeepSeek/Kimi block-FP8 release layout (tinyk2.make_fp8)."""
+    from tinyk2.make_fp8 import make_fp8
+
+    return make_fp8(bundled_model, tmp_path_factory.mktemp("fp8") / "kimi-k2-tiny-fp8")
+
+
 # how long the server may take to answer /health (a few seconds on an idle machine)
 SERVER_START_S = float(os.environ.get("QUANTGATE_TEST_MLFLOW_START_S", "120"))
 
@@ -51,46 +60,59 @@ def healthy(url: str) -> bool:
         return False
 
 
+@dataclass
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (sqlite store and artifacts under `root`), in a process group."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MlflowServer:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+        ]  # fmt: skip
+        with open(self.root / "server.log", "a") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + SERVER_START_S
+        while not healthy(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"mlflow server did not come up: {(self.root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        """kill -9 of the server and its workers (the whole group)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # the server and its uvicorn worker: a group of its own
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
-    log = open(root / "server.log", "w")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_S
-    while not healthy(url):
-        if server.poll() is not None or time.monotonic() > deadline:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGKILL)
-            pytest.fail(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker: a group of its own
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-    log.close()
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), free_port()).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -4,6 +4,12 @@ Compressed checkpoints are decompressed by transformers on load; with `dtype="fl
 parameter is upcast by hand (exact: bf16 and dequantized weights are representable in fp32),
 because `.float()` is refused on a quantized model and dequantized experts would otherwise stay
 bf16 and run about 2x slower on CPU.
+
+A block-FP8 release (DeepSeek-V3/Kimi K2, quantgate.core.fp8) is loaded by dequantizing it here, to
+the compute dtype: `weight.float() * scale` per block, then cast (to bfloat16 that is exactly
+DeepSeek's reference conversion; float32 keeps the product). transformers 5.24's own FP8 loader
+cannot (on CPU it dequantizes, but derives the block from the scale grid and refuses the partial
+edge blocks of e.g. kv_a_proj_with_mqa [576, in]).
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.backends.base import Window, WindowScores
 from harness.backends.decoding import decode_batch, occurrences, row_seed
+from quantgate.core.checkpoint import CONFIG_NAME, read_json_object
+from quantgate.core.errors import InputError
 from quantgate.core.families import family_of_checkpoint
+from quantgate.core.fp8 import BlockFP8, block_fp8_of, dequantize_fp8, read_block_fp8
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -29,26 +38,67 @@ def _upcast(model: torch.nn.Module, dtype: torch.dtype) -> None:
                 parameter.data = parameter.data.to(dtype)
 
 
+def _load_block_fp8(model_dir: Path, fp8: BlockFP8, dtype: torch.dtype) -> torch.nn.Module:
+    """The model with every FP8 weight dequantized to `dtype` (its scales checked), through transformers'
+    own loading of a state dict (which fuses the routed experts as it does from disk)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    tensors, scales = read_block_fp8(model_dir, fp8)
+    handles = {}
+
+    def read(shard: str, name: str) -> torch.Tensor:
+        if shard not in handles:
+            handles[shard] = safe_open(model_dir / shard, framework="pt")
+        tensor = handles[shard].get_tensor(name)
+        if not bool(torch.isfinite(tensor.float() if tensor.element_size() == 1 else tensor).all()):
+            raise InputError(f"{model_dir / shard}: tensor {name} contains NaN or Inf")
+        return tensor
+
+    state = {}
+    for name, info in sorted(tensors.items()):
+        tensor = read(info.shard, name)
+        if name in scales:
+            scale = read(scales[name].shard, scales[name].name)
+            tensor = dequantize_fp8(tensor, scale, fp8.weight_block_size).to(dtype)  # [out, in]
+        state[name] = tensor
+    handles.clear()
+    config = AutoConfig.from_pretrained(model_dir)
+    del config.quantization_config  # the weights given are dequantized
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # what AutoModelForCausalLM would pick
+    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
+
+
 class HFBackend:
     name = "hf"
 
     def __init__(
         self, model_dir: Path, *, dtype: str = "float32", device: str = "cpu", threads: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = 8, device_map: str | None = None,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.model_dir, self.dtype, self.device, self.batch_size = Path(model_dir), dtype, device, batch_size
         family = family_of_checkpoint(self.model_dir)  # an unknown architecture fails here, in one line
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_dir, dtype=DTYPES[dtype], use_safetensors=True  # never unpickle a .bin
-        ).eval()
+        self.fp8 = block_fp8_of(read_json_object(self.model_dir / CONFIG_NAME), self.model_dir / CONFIG_NAME)
+        placed = {"device_map": device_map} if device_map else {}  # "auto": accelerate over every visible GPU
+        if self.fp8 is not None:
+            model = _load_block_fp8(self.model_dir, self.fp8, DTYPES[dtype]).eval()
+            if device_map:
+                raise InputError(f"{self.model_dir}: --device-map is not supported for a block-FP8 baseline")
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_dir, dtype=DTYPES[dtype], use_safetensors=True, **placed  # never unpickle a .bin
+            ).eval()
         _upcast(model, DTYPES[dtype])  # packed integer weights (weight_packed, ...) are left as they are
         with torch.no_grad():  # compressed Linear modules (not the fused experts) decompress on their first forward
-            model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]]))
+            model(input_ids=torch.tensor([[self.tokenizer.bos_token_id or 0]], device=model.device))
         _upcast(model, DTYPES[dtype])  # ... into the scales' dtype: upcast what that produced
-        self.model = model.to(device)
+        self.model = model if device_map else model.to(device)
+        if device_map:  # inputs go where the embedding is
+            self.device = str(model.device)
         blocks = [getattr(layer, family.moe_block) for layer in self.model.model.layers]
         self._routers = {  # transformers' routers return (logits, weights, selected experts [N, k])
             index: block.gate
@@ -66,10 +116,13 @@ class HFBackend:
         )
 
     def describe(self) -> dict:
-        return {
+        description = {
             "backend": self.name, "model": str(self.model_dir), "device": self.device, "dtype": self.dtype,
             "threads": torch.get_num_threads(), "batch_size": self.batch_size, "cpu_count": os.cpu_count(),
         }
+        if self.fp8 is not None:
+            description["source_format"] = f"{self.fp8.describe()}, dequantized to {self.dtype}"
+        return description
 
     # -- scoring ----------------------------------------------------------------------------------
     def _padded(self, sequences: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:

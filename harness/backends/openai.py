@@ -55,6 +55,9 @@ class Endpoint:
     model: str
     tokenizer: Path  # a folder with the served checkpoint's tokenizer and chat template
     api_key_env: str | None = None
+    # what it serves, when known (a server the nightly started for a checkpoint): stable across restarts
+    # and ports, so that its cached measurements are found again; default: the URL and served name
+    served_identity: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", server_root(self.base_url))
@@ -67,6 +70,8 @@ class Endpoint:
         return os.environ[self.api_key_env]
 
     def identity(self) -> str:
+        if self.served_identity is not None:
+            return self.served_identity
         return f"endpoint:{self.base_url.rstrip('/')}#{self.model}"
 
 

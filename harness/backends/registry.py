@@ -21,6 +21,7 @@ class BackendOptions:
 
     dtype: str = "float32"  # hf
     device: str = "cpu"  # hf
+    device_map: str | None = None  # hf: "auto" spreads the model over every visible GPU (accelerate)
     threads: int | None = None  # hf
     batch_size: int = 8  # hf
     concurrency: int = 8  # openai: requests in flight
@@ -34,7 +35,8 @@ def _open_hf(target: Any, options: BackendOptions) -> Backend:
     from harness.backends.hf import HFBackend
 
     return HFBackend(
-        target, dtype=options.dtype, device=options.device, threads=options.threads, batch_size=options.batch_size
+        target, dtype=options.dtype, device=options.device, threads=options.threads, batch_size=options.batch_size,
+        device_map=options.device_map,
     )
 
 

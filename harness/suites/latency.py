@@ -101,14 +101,14 @@ def _throughput_metrics(name: str, tokens: int, seconds: list[float], condition:
 
 def checkpoint_size(model_dir: Path) -> tuple[int, float, str]:
     """(bytes, bits per weight overall, where it came from)."""
-    from quantgate.core.checkpoint import MANIFEST_NAME, stored_size
+    from quantgate.core.checkpoint import MANIFEST_NAME, stored_bits_per_weight, stored_size
     from quantgate.core.manifest import load_manifest
 
     if (model_dir / MANIFEST_NAME).is_file():
         manifest = load_manifest(model_dir)
         return manifest.total_bytes, manifest.bits_per_weight.overall, MANIFEST_NAME
-    shard_bytes, elements = stored_size(model_dir)
-    return shard_bytes, 8 * shard_bytes / elements, "safetensors shards"
+    shard_bytes, _ = stored_size(model_dir)
+    return shard_bytes, stored_bits_per_weight(model_dir)[1], "safetensors shards"
 
 
 def measure(config: LatencyConfig, backend: Backend, out_dir: Path) -> Measurement:

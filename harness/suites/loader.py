@@ -43,23 +43,31 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
     path = suite_path(name_or_path)
     raw = read_yaml_mapping(path)
     raw.setdefault("name", path.stem)
+    return suite_from_fields(raw, path)
+
+
+def suite_from_fields(raw: dict, source: Path | str, folder: Path | None = None) -> SuiteConfig:
+    """A suite from its fields (a file's, or ones `quantgate eval --tasks` builds), validated as a file's
+    would be; errors are named after `source`; relative paths resolve against `folder` (default: the
+    source file's folder)."""
+    folder = folder or Path(source).parent
     kind_name = raw.get("kind")
     if kind_name not in SUITE_KINDS:
         raise InputError(
-            f"{path}: kind: {kind_name!r} is not a suite kind; known: {', '.join(sorted(SUITE_KINDS))}"
+            f"{source}: kind: {kind_name!r} is not a suite kind; known: {', '.join(sorted(SUITE_KINDS))}"
         )
     kind = suite_kind(kind_name)
     try:
         config = kind.config_class.model_validate(raw)
     except ValidationError as error:
         message = describe(error, config_class=kind.config_class, prefix=(str(raw["name"]),))
-        raise InputError(f"{path}: {message}") from None
-    config = config.model_copy(update=_resolved_paths(config, path))
+        raise InputError(f"{source}: {message}") from None
+    config = config.model_copy(update=_resolved_paths(config, source, folder))
     if kind.inputs is not None:  # every other file it reads is there, and runs no code it was not allowed to
         try:
             kind.inputs(config)
         except InputError as error:
-            raise InputError(f"{path}: {config.name}.{error}") from None
+            raise InputError(f"{source}: {config.name}.{error}") from None
     if kind.validate is not None:  # its data, line by line (errors name the data file and line)
         kind.validate(config)
     return config
@@ -69,14 +77,14 @@ def _is_path_field(annotation: object) -> bool:
     return annotation is Path or Path in get_args(annotation)
 
 
-def _resolved_paths(config: SuiteConfig, suite_file: Path) -> dict[str, Path]:
+def _resolved_paths(config: SuiteConfig, suite_file: Path | str, folder: Path) -> dict[str, Path]:
     """Every Path field made absolute; a file that exists nowhere is an InputError naming the key."""
     resolved = {}
     for field, info in type(config).model_fields.items():
         value = getattr(config, field)
         if value is None or not _is_path_field(info.annotation):
             continue
-        candidates = resolve_data_path(value, suite_file.parent.resolve())
+        candidates = resolve_data_path(value, folder.resolve())
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             tried = " or ".join(str(c) for c in candidates)

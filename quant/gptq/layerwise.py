@@ -33,6 +33,7 @@ from transformers.activations import ACT2FN
 from quant.source import SourceCheckpoint
 from quantgate.core.errors import InputError
 from quantgate.core.families import Family, family_of_config
+from quantgate.core.fp8 import dequantize_fp8
 
 # (expert, "gate_proj"|"up_proj"|"down_proj", inputs [n, in], routing weights [n] or None)
 Observer = Callable[[int, str, torch.Tensor, torch.Tensor | None], None]
@@ -121,19 +122,28 @@ class UnfusedExperts(nn.ModuleList):
 
 
 class ShardReader:
-    """Tensors by name from the source's shards, each shard memory-mapped when first needed."""
+    """Tensors by name from the source's shards, each shard memory-mapped when first needed; a block-FP8
+    source's FP8 weights come dequantized to BF16 (quantgate.core.fp8), their scales checked finite."""
 
     def __init__(self, source: SourceCheckpoint) -> None:
         self.source = source
         self._handles: dict[str, object] = {}
 
-    def get(self, name: str) -> torch.Tensor:
-        shard = self.source.tensors[name].shard
+    def _read(self, shard: str, name: str) -> torch.Tensor:
         if shard not in self._handles:
             self._handles[shard] = safe_open(self.source.path / shard, framework="pt")
         tensor = self._handles[shard].get_tensor(name)
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        values = tensor.float() if tensor.element_size() == 1 else tensor  # isfinite has no float8 kernel
+        if tensor.is_floating_point() and not bool(torch.isfinite(values).all()):
             raise InputError(f"{self.source.path / shard}: tensor {name} contains NaN or Inf")
+        return tensor
+
+    def get(self, name: str) -> torch.Tensor:
+        tensor = self._read(self.source.tensors[name].shard, name)
+        if self.source.is_fp8(name):
+            scale = self.source.scales[name]
+            block = self.source.fp8.weight_block_size
+            tensor = dequantize_fp8(tensor, self._read(scale.shard, scale.name), block).to(torch.bfloat16)
         return tensor
 
     def layer_tensors(self, index: int) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from quant.build import TMP_MARKER, TOOLS, Outcome
+from quant.gptq.layerwise import ShardReader
 from quant.rtn import compress_weight
 from quant.schemes import Scheme
 from quant.select import module_of
@@ -31,6 +32,7 @@ from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
 from quantgate.core.errors import InputError
 from quantgate.core.gptq import OUTSIDE_LAYERS, CalibrationSet, GPTQOptions, GPTQReport
 from quantgate.core.manifest import (
+    DEQUANTIZED_NAME,
     MANIFEST_NAME,
     BitsPerWeight,
     Manifest,
@@ -104,25 +106,25 @@ def write_checkpoint(
     weight_map: dict[str, str] = {}
     outside = 0
     totals = {"source": 0, "quantized_source": 0, "quantized_bytes": 0, "output": 0}
+    reader = ShardReader(source)  # a block-FP8 source's weights dequantized, its scales left out
     for shard in source.shards:
         output: dict[str, torch.Tensor] = {}
-        with safe_open(source.path / shard, framework="pt") as handle:
-            for name in sorted(handle.keys()):
-                tensor = handle.get_tensor(name)
-                totals["source"] += tensor.numel()
-                if name not in quantized:
-                    output[name] = tensor
-                    continue
-                module = module_of(name)
-                totals["quantized_source"] += tensor.numel()
-                if module in by_module:
-                    compressed = {n: h.get_tensor(n) for n, h in sorted(by_module[module].items())}
-                else:  # outside the decoder layers: RTN
-                    outside += 1
-                    compressed = {f"{module}.{k}": v for k, v in compress_weight(tensor, compressed_scheme).items()}
-                for out_name, value in compressed.items():
-                    output[out_name] = value
-                    totals["quantized_bytes"] += _nbytes(value)
+        for info in source.shard_tensors(shard):
+            name, tensor = info.name, reader.get(info.name)
+            totals["source"] += tensor.numel()
+            if name not in quantized:
+                output[name] = tensor
+                continue
+            module = module_of(name)
+            totals["quantized_source"] += tensor.numel()
+            if module in by_module:
+                compressed = {n: h.get_tensor(n) for n, h in sorted(by_module[module].items())}
+            else:  # outside the decoder layers: RTN
+                outside += 1
+                compressed = {f"{module}.{k}": v for k, v in compress_weight(tensor, compressed_scheme).items()}
+            for out_name, value in compressed.items():
+                output[out_name] = value
+                totals["quantized_bytes"] += _nbytes(value)
         save_file(output, scratch / shard, metadata=SAFETENSORS_METADATA)
         totals["output"] += sum(_nbytes(t) for t in output.values())
         weight_map.update({name: shard for name in output})
@@ -157,6 +159,7 @@ def write_checkpoint(
         ),
         quantized_tensors=len(quantized),
         gptq=report,
+        source_format=source.fp8,
     )
     write_manifest(scratch, manifest)
     if target.path.exists():
@@ -167,7 +170,7 @@ def write_checkpoint(
 
 def _copy_side_files(source: SourceCheckpoint, scratch: Path) -> None:
     """Tokenizer, chat template, generation config: every other top-level file, as is (as RTN does)."""
-    skip = {INDEX_NAME, CONFIG_NAME, MANIFEST_NAME, *source.shards}
+    skip = {INDEX_NAME, CONFIG_NAME, MANIFEST_NAME, DEQUANTIZED_NAME, *source.shards}
     for path in sorted(source.path.iterdir()):
         if path.is_file() and not path.name.startswith(".") and path.name not in skip and path.suffix != ".safetensors":
             shutil.copyfile(path, scratch / path.name)

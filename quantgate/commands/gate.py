@@ -41,6 +41,10 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
         "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else state/mlflow.db)"
     )
     parser.add_argument("--nightly-id", help="the nightly's id for --track (default: <date>-<plan hash>)")
+    parser.add_argument(
+        "--require-all", action="store_true",
+        help="fail variants of the plan that have no results (default: name them as missing, judge the rest)",
+    )
 
 
 def run_gate(args: argparse.Namespace) -> int:
@@ -58,9 +62,13 @@ def run_gate(args: argparse.Namespace) -> int:
     results = [result for folder in args.results for result in read_results(folder)]
     store = resolve_store(args.tracking_uri) if args.track else None
     nightly_id = args.nightly_id or default_nightly_id(plan)
-    finished = finish(plan, results, nightly_id, store=store, as_real=tuple(args.as_real))
+    finished = finish(
+        plan, results, nightly_id, store=store, as_real=tuple(args.as_real), require_all=args.require_all
+    )
     report = finished.gates
     print(text_table(report))
+    if report.missing:
+        print(f"not measured, not judged: {', '.join(report.missing)} (--require-all fails them)")
     if args.junit:
         write_junit(report, args.junit)
     if args.markdown:

@@ -1,4 +1,5 @@
-"""`quantgate nightly`: the main job. Exit 0 when the plan passes, 1 when it fails, 2 on bad input."""
+"""`quantgate nightly`: the main job. Exit 0 when the plan passes, 1 when it fails, 2 on bad input, 3 when
+a checkpoint's server failed (serve mode: finished pairs are kept; a rerun measures the rest)."""
 
 from __future__ import annotations
 
@@ -24,27 +25,26 @@ def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for evaluation")
     parser.add_argument(
-        "--workers", type=int, default=1, help="quantization worker threads per variant (as quantize --workers)"
+        "--workers", type=int, default=None,
+        help="shards quantized in parallel per variant (threads; default: CPUs), as quantize --workers"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="baseline cache (default: ~/.cache/quantgate/baselines)"
     )
-
-
-def quiet_library_progress() -> None:
-    """One line per step in logs: the libraries' own progress bars (model loading, lm-eval) are off."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the servers it would start and the pairs; run nothing"
+    )
+    in_process = parser.add_argument_group("in-process measurement (over the plan's in_process)")
+    in_process.add_argument("--device", help="torch device (cpu, cuda, cuda:1)")
+    in_process.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype")
+    in_process.add_argument("--device-map", help="accelerate device map, e.g. auto: the model over every visible GPU")
 
 
 def run_nightly_command(args: argparse.Namespace) -> int:
     from harness.cli import default_cache_dir
     from quantgate.nightly.matrix import parse_shard
     from quantgate.nightly.run import NightlyRequest, run_nightly
+    from quantgate.nightly.serving import MeasurementIncomplete
     from quantgate.tracking.store import state_dir
 
     for option in ("threads", "workers"):
@@ -54,20 +54,30 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     if args.nightly_id is not None:  # names the report's folder
         path_component(args.nightly_id, file="--nightly-id", field="nightly id")
     shard = parse_shard(args.shard)
-    quiet_library_progress()
-    outcome = run_nightly(
-        NightlyRequest(
-            plan_path=args.plan.resolve(),
-            shard=shard,
-            state=state_dir(),
-            reports=args.reports.resolve(),
-            cache_dir=args.cache_dir or default_cache_dir(),
-            tracking_uri=args.tracking_uri,
-            nightly_id=args.nightly_id,
-            threads=args.threads,
-            workers=args.workers,
-        )
+    overrides = {k: v for k in ("device", "dtype", "device_map") if (v := getattr(args, k)) is not None}
+    request = NightlyRequest(
+        plan_path=args.plan.resolve(),
+        shard=shard,
+        state=state_dir(),
+        reports=args.reports.resolve(),
+        cache_dir=args.cache_dir or default_cache_dir(),
+        tracking_uri=args.tracking_uri,
+        nightly_id=args.nightly_id,
+        threads=args.threads,
+        workers=args.workers or os.cpu_count() or 1,
+        in_process=overrides or None,
+        dry_run=args.dry_run,
     )
+    try:
+        outcome = run_nightly(request)
+    except MeasurementIncomplete as incomplete:  # servers that failed; every finished pair is kept
+        for failure in incomplete.failures:
+            print(f"not measured: {failure}")
+        print(f"nightly incomplete: {incomplete}")
+        return 3
+    if args.dry_run:
+        print("\n".join(outcome))
+        return 0
     print(f"nightly {outcome.nightly_id}: {outcome.measured} pair(s) measured, {len(outcome.results)} result(s)")
     print(outcome.tracking_message)
     if outcome.gates is None:

@@ -26,6 +26,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reports", type=Path, default=Path("reports"), help="reports root: REPORTS/<plan>/<nightly id>/"
     )
+    parser.add_argument(
+        "--require-all", action="store_true",
+        help="fail variants of the plan that have no results (default: name them as missing, judge the rest)",
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -50,13 +54,16 @@ def run_report(args: argparse.Namespace) -> int:
         results = [result for folder in args.results for result in read_results(folder)]
     # --nightly: the whole nightly is known now; its verdict and report join its logged runs
     finished = finish(
-        plan, results, nightly_id, store=store, deliver_record=bool(args.nightly), reports=args.reports.resolve()
+        plan, results, nightly_id, store=store, deliver_record=bool(args.nightly), reports=args.reports.resolve(),
+        require_all=args.require_all,
     )
     gates = finished.gates
     if finished.delivery is not None:
         print(finished.delivery.message)
     for reason in gates.reasons:
         print(f"  {reason}")
+    if gates.missing:
+        print(f"not measured, not judged: {', '.join(gates.missing)} (--require-all fails them)")
     print(f"report: {finished.report_dir / 'report.html'}")
     print(f"verdict: {'PASS' if gates.passed else 'FAIL'}")
     return 0 if gates.passed else 1

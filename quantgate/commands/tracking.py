@@ -26,7 +26,8 @@ def _store(uri: str | None) -> TrackingStore:
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(
-        "--nightly", metavar="RUN_ID", help="a nightly's parent run: every variant against its baseline"
+        "--nightly", metavar="ID",
+        help="a nightly, by its id (as report --nightly) or its parent run's id: every variant against its baseline",
     )
     which.add_argument(
         "--runs", nargs=2, metavar=("BASELINE_RUN", "RUN"), help="any two runs: the second against the first"
@@ -53,6 +54,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise InputError("--changes and --trend need --nightly")
     mlflow_client = client(_store(args.tracking_uri))
     if args.nightly:
+        args.nightly = compare.nightly_run_id(mlflow_client, args.nightly)
         table = compare.nightly_table(mlflow_client, args.nightly)
     else:
         table = compare.runs_table(mlflow_client, *args.runs)

@@ -117,6 +117,50 @@ def safetensors_header(shard: Path) -> dict:
         return json.loads(handle.read(size))
 
 
+QUANTIZATION_PARAMS = (  # a quantized Linear's companions of its weight (compressed-tensors, block FP8)
+    "weight_scale", "weight_zero_point", "weight_g_idx", "weight_shape", "weight_global_scale",
+    "weight_scale_inv", "input_scale", "input_global_scale",
+)  # fmt: skip
+
+
+def stored_bits_per_weight(model_dir: Path) -> tuple[float | None, float]:
+    """(bits stored per original weight element over the quantized modules, or None when none is;
+    bits stored per original element over every tensor), from the shards themselves: what a manifest
+    says of a quantgate-made checkpoint, for one made elsewhere. A packed weight counts the elements of
+    its `weight_shape` (the weight it replaces); scales, zero points and shapes count as stored bits only."""
+    from safetensors import safe_open
+
+    modules: dict[str, dict[str, tuple[list[int], int, Path]]] = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        for name, info in safetensors_header(shard).items():
+            if name != "__metadata__":
+                module, _, local = name.rpartition(".")
+                start, end = info["data_offsets"]
+                modules.setdefault(module, {})[local] = (info["shape"], end - start, shard)
+    elements = quantized_elements = quantized_bytes = 0
+    for module, tensors in modules.items():
+        if "weight_packed" in tensors and "weight_shape" in tensors:
+            with safe_open(tensors["weight_shape"][2], framework="pt") as handle:
+                logical = math.prod(int(x) for x in handle.get_tensor(f"{module}.weight_shape").tolist())
+            weight = "weight_packed"
+        else:
+            logical = math.prod(tensors["weight"][0]) if "weight" in tensors else 0
+            weight = "weight"
+        quantized = weight == "weight_packed" or any(local in tensors for local in QUANTIZATION_PARAMS)
+        elements += logical + sum(
+            math.prod(shape)
+            for local, (shape, _, _) in tensors.items()
+            if local != weight and local not in QUANTIZATION_PARAMS
+        )
+        if quantized:
+            quantized_elements += logical
+            quantized_bytes += sum(
+                size for local, (_, size, _) in tensors.items() if local == weight or local in QUANTIZATION_PARAMS
+            )
+    total = sum(size for tensors in modules.values() for _, size, _ in tensors.values())  # tensor data, as manifests
+    return (8 * quantized_bytes / quantized_elements if quantized_elements else None), 8 * total / max(elements, 1)
+
+
 def stored_size(model_dir: Path) -> tuple[int, int]:
     """(bytes of the safetensors shards, tensor elements they hold)."""
     shards = sorted(model_dir.glob("*.safetensors"))

@@ -14,12 +14,11 @@ from pydantic import ValidationError
 
 from quantgate.core.checkpoint import MANIFEST_NAME, sha256_file
 from quantgate.core.errors import InputError
+from quantgate.core.fp8 import BlockFP8
 from quantgate.core.gptq import GPTQReport
 from quantgate.core.strict import StrictModel
 
 MANIFEST_VERSION = 1
-
-
 
 
 class SourceIdentity(StrictModel):
@@ -58,11 +57,13 @@ class Manifest(StrictModel):
     bits_per_weight: BitsPerWeight
     quantized_tensors: int
     gptq: GPTQReport | None = None  # calibration set, options, per-layer statistics (method gptq)
+    source_format: BlockFP8 | None = None  # the source's format when it was not BF16 (a block-FP8 release)
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json")
-        if data["gptq"] is None:
-            del data["gptq"]  # RTN manifests stay as they were
+        for optional in ("gptq", "source_format"):
+            if data[optional] is None:
+                del data[optional]  # manifests without them stay as they were
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 

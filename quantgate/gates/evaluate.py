@@ -59,6 +59,8 @@ class GateReport:
     rows: list[GateRow]
     passed: bool
     reasons: list[str]  # why the nightly fails, or what it proved when it passes
+    passing: list[str] = field(default_factory=list)  # real variants that pass every gate of theirs
+    missing: list[str] = field(default_factory=list)  # variants with gate rows but no results (not judged)
     warnings: list[str] = field(default_factory=list)  # thresholds finer than their gate can detect
 
 
@@ -78,7 +80,13 @@ def regression(metric: Metric, baseline_value: float) -> Fraction:
     return -difference if metric.direction == "higher" else difference
 
 
-def _exact(x: float | Fraction) -> str:
+def _number(x: float | Fraction, against: float | Fraction | None = None) -> str:
+    """`x` rounded for reading (4 significant digits), with as many more as it takes to tell it from
+    `against` (the threshold it was compared with, exactly): never "99.5 % < 99.5 %"."""
+    for digits in range(4, 18):
+        text = f"{float(x):.{digits}g}"
+        if against is None or x == against or text != f"{float(against):.{digits}g}":
+            return text
     return repr(float(x))
 
 
@@ -223,25 +231,24 @@ class _Judge:
             if ratio is None:
                 return (
                     "fail",
-                    f"recovery undefined (baseline {_exact(base.value)}, value {_exact(metric.value)})",
+                    f"recovery undefined (baseline {_number(base.value)}, value {_number(metric.value)})",
                 )
             ok = ratio * 100 >= Fraction(threshold)
             return _verdict(
-                ok, f"recovery {_exact(ratio * 100)} % {'>=' if ok else '<'} {_exact(threshold)} %"
+                ok, f"recovery {_number(ratio * 100, threshold)} % {'>=' if ok else '<'} {_number(threshold)} %"
             )
         if kind == "max_difference":
             worse = regression(metric, base.value)
             ok = worse <= Fraction(threshold)
             side = "lower" if metric.direction == "higher" else "higher"
-            return _verdict(
-                ok, f"regression {_exact(worse)} ({side} is worse) {'<=' if ok else '>'} {_exact(threshold)}"
-            )
+            moved = _number(worse, threshold)
+            return _verdict(ok, f"regression {moved} ({side} is worse) {'<=' if ok else '>'} {_number(threshold)}")
         if kind == "max_value":
             ok = Fraction(metric.value) <= Fraction(threshold)
-            return _verdict(ok, f"value {_exact(metric.value)} {'<=' if ok else '>'} {_exact(threshold)}")
+            return _verdict(ok, f"value {_number(metric.value, threshold)} {'<=' if ok else '>'} {_number(threshold)}")
         if kind == "min_value":
             ok = Fraction(metric.value) >= Fraction(threshold)
-            return _verdict(ok, f"value {_exact(metric.value)} {'>=' if ok else '<'} {_exact(threshold)}")
+            return _verdict(ok, f"value {_number(metric.value, threshold)} {'>=' if ok else '<'} {_number(threshold)}")
         return self.significance(variant, metric, base, threshold)
 
     def significance(
@@ -256,7 +263,7 @@ class _Judge:
             # with a baseline the metric is a level; without one, a difference (variant - baseline)
             worse = regression(metric, base.value if base else 0.0) > 0
             significant = Fraction(p.value) < Fraction(rule.alpha)
-            detail = f"p = {_exact(p.value)} {'<' if significant else '>='} alpha {_exact(rule.alpha)}"
+            detail = f"p = {_number(p.value, rule.alpha)} {'<' if significant else '>='} alpha {_number(rule.alpha)}"
             if worse and significant:
                 return "fail", f"significant regression: {detail}"
             return "pass", f"{'regression' if worse else 'no regression'}, {detail}"
@@ -264,7 +271,7 @@ class _Judge:
         low, high = self.lookup(variant, low_name), self.lookup(variant, high_name)
         if low is None or high is None:
             return "missing", f"no {low_name if low is None else high_name} in results"
-        interval = f"[{_exact(low.value)}, {_exact(high.value)}]"
+        interval = f"[{_number(low.value, 0)}, {_number(high.value, 0)}]"
         below, above = Fraction(high.value) < 0, Fraction(low.value) > 0
         if (below and metric.direction == "higher") or (above and metric.direction == "lower"):
             return (
@@ -300,25 +307,38 @@ def allowed_regression(kind: str, threshold: object, metric: Metric, base: Metri
 
 
 def evaluate(
-    plan: Plan, results: list[ResultRecord], as_real: tuple[str, ...] = (), history: History | None = None
+    plan: Plan,
+    results: list[ResultRecord],
+    as_real: tuple[str, ...] = (),
+    history: History | None = None,
+    require_all: bool = True,
 ) -> GateReport:
     """Every gate row of every planned variant, and the nightly's verdict. `history`: the previous
-    passing nightly that history gates compare with (None: not looked up)."""
+    passing nightly that history gates compare with (None: not looked up). With `require_all` False,
+    a variant with missing results is named as missing and left out of the verdict, not failed."""
     for name in as_real:
         plan.variant(name)  # an unknown name is an input error listing the plan's variants
     judge = _Judge(plan, results, history)
     rows: list[GateRow] = []
     reasons: list[str] = []
     failed = False
+    passing: list[str] = []
+    not_measured: list[str] = []
     for variant in plan.variants:
         canary = variant.canary and variant.name not in as_real
         variant_rows = judge.rows(variant, canary)
         rows += variant_rows
         failing = [r for r in variant_rows if r.verdict == "fail"]
         missing = [r for r in variant_rows if r.verdict == "missing"]
+        if missing and not require_all:
+            not_measured.append(variant.name)
+            reasons.append(f"{variant.name}: not judged, results missing ({missing[0].reason}; {len(missing)} row(s))")
+            continue
         if missing:
             failed = True
             reasons.append(f"{variant.name}: results incomplete ({missing[0].reason}; {len(missing)} row(s))")
+        if not canary and not failing and not missing:
+            passing.append(variant.name)
         if not canary:
             if failing:
                 failed = True
@@ -339,4 +359,10 @@ def evaluate(
                 f"canary {variant.name} passed all {len(variant_rows)} gate(s): the harness lost the "
                 "sensitivity to catch a known-bad variant"
             )
-    return GateReport(plan=plan.name, rows=rows, passed=not failed, reasons=reasons, warnings=judge.warnings)
+    if not_measured and len(not_measured) == len(plan.variants):
+        failed = True
+        reasons.append("no variant has results: nothing was judged")
+    return GateReport(
+        plan=plan.name, rows=rows, passed=not failed, reasons=reasons, passing=passing, missing=not_measured,
+        warnings=judge.warnings,
+    )

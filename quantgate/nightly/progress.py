@@ -20,7 +20,10 @@ class Progress:
         if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(  # disable=False: the libraries' bars are off (TQDM_DISABLE), this one is not
+            class Bar(tqdm):
+                quantgate_own_bar = True  # the libraries' bars are off unless --verbose; this one is not
+
+            self.bar = Bar(
                 total=total, file=self.stream, unit="step", leave=False, dynamic_ncols=True, disable=False
             )
 

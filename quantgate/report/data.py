@@ -10,26 +10,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantgate.core.checkpoint import stored_size
+from quantgate.core.checkpoint import stored_bits_per_weight, stored_size
+from quantgate.core.headline import headline_metrics
 from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord
 from quantgate.gates.evaluate import GateReport, recovery
 from quantgate.plan import Plan
 
 # The headline numbers of the per-variant table: (suite, metric), shown where measured.
-HEADLINE = (
-    ("perplexity", "perplexity"),
-    ("perplexity", "kl_mean"),
-    ("perplexity", "same_top1"),
-    ("perplexity", "routing_same_experts_mean"),
-    ("benchmark", "tinyk2_mcq/acc"),
-    ("benchmark", "tinyk2_arith/exact_match"),
-    ("toolcall", "task_success"),
-    ("toolcall", "schema_accuracy"),
-    ("toolcall", "trigger_f1"),
-    ("longhorizon", "disagreement_rate"),
-    ("latency", "size_ratio"),
-)
 KL_PERCENTILES = ("kl_median", "kl_p90", "kl_p99", "kl_p99.9", "kl_max")
 
 
@@ -41,7 +29,8 @@ class VariantRow:
     group: str
     canary: bool
     origin: str  # where the checkpoint came from (PlanVariant.origin)
-    outcome: str  # pass / fail / caught (canary failing a gate) / MISSED (canary passing all) / incomplete
+    outcome: str  # pass / fail / caught (a canary failing a gate) / MISSED (one passing all) / incomplete /
+    # not measured (no results, judged without it)
     checkpoint_bytes: float | None
     bits_per_weight: float | None
 
@@ -82,8 +71,8 @@ class ReportData:
 def _size(
     results: dict[tuple[str, str], ResultRecord], checkpoint: str, folder: Path | None = None
 ) -> tuple[float | None, float | None]:
-    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest, else (bytes
-    only) from its safetensors shards in `folder` where this machine has them."""
+    """(bytes, bits per weight) from the latency suite, else from the checkpoint's manifest, else from
+    its safetensors shards in `folder` where this machine has them."""
     latency = results.get((checkpoint, "latency"))
     size = latency.metric("checkpoint_bytes") if latency else None
     bits = latency.metric("bits_per_weight") if latency else None
@@ -93,12 +82,14 @@ def _size(
         if manifest:
             return float(manifest.total_bytes), float(manifest.bits_per_weight.overall)
         if folder is not None and any(folder.glob("*.safetensors")):
-            return float(stored_size(folder)[0]), None
+            return float(stored_size(folder)[0]), stored_bits_per_weight(folder)[1]
         return None, None
     return size.value, bits.value if bits else None
 
 
 def _outcome(gates: GateReport, name: str, canary: bool) -> str:
+    if name in gates.missing:
+        return "not measured"
     rows = [r for r in gates.rows if r.variant == name]
     if any(r.verdict == "missing" for r in rows):
         return "incomplete"
@@ -161,5 +152,16 @@ def finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def headline_columns(data: ReportData) -> list[tuple[str, str]]:
-    return [(s, m) for s, m in HEADLINE if any(data.metric(v.checkpoint, s, m) for v in data.variants)]
+def headline_columns(data: ReportData) -> list[tuple[str, list[str]]]:
+    """(suite, its headline metric names) for each suite of the plan with results, in the plan's order;
+    the names are those of quantgate.core.headline, as the suite's results have them."""
+    out = []
+    order = [data.plan.baseline_name] + [v.checkpoint for v in data.variants]
+    for suite in data.plan.suite_names:
+        names: list[str] = []
+        for result in (data.results[(c, suite)] for c in order if (c, suite) in data.results):
+            kind = str(result.suite_config.get("kind", suite))
+            names += [m.name for m in headline_metrics(kind, result.metrics, result.comparison) if m.name not in names]
+        if names:
+            out.append((suite, names))
+    return out

@@ -7,6 +7,7 @@ latency suite: no sizes). Canaries are drawn with hollow markers / hatched bars 
 from __future__ import annotations
 
 import io
+from fnmatch import fnmatchcase
 
 import matplotlib
 
@@ -15,16 +16,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from quantgate.report.data import KL_PERCENTILES, ReportData, finite  # noqa: E402
 
-# Paired differences (variant - BF16 on the same inputs, with the paired stderr) from each suite's comparison.
-DIFFERENCE_METRICS = (
-    ("perplexity", "ln_ppl_ratio"),
-    ("benchmark", "tinyk2_mcq/acc_delta"),
-    ("benchmark", "tinyk2_arith/exact_match_delta"),
-    ("toolcall", "task_success_delta"),
-)
+# Paired differences (variant - BF16 on the same inputs, with the paired stderr) from each suite's comparison:
+# perplexity's ln(PPL ratio), and every "<metric>_delta" of the benchmark (one per task) and tool-call suites.
+DIFFERENCE_METRICS = (("perplexity", "ln_ppl_ratio"), ("benchmark", "*_delta"), ("toolcall", "task_success_delta"))
+MARKERS = "osD^vP*Xhp<>"  # one per variant in the recovery-vs-size figure, named in its legend
 LONGHORIZON_STEPS = 300  # the survival figure's horizon
 LONGHORIZON_FLOOR = 1e-9  # its lowest probability drawn
-COLOURS = {"pass": "#2a9d4b", "fail": "#d1495b", "caught": "#7a5195", "MISSED": "#ef8a17", "incomplete": "#888888"}
+COLOURS = {"pass": "#2a9d4b", "fail": "#d1495b", "caught": "#7a5195", "MISSED": "#ef8a17", "incomplete": "#888888",
+           "not measured": "#bbbbbb"}  # fmt: skip
 
 
 def _png(figure) -> bytes:
@@ -43,12 +42,13 @@ def recovery_vs_size(data: ReportData) -> bytes | None:
     if not points or not data.baseline_bytes:
         return None
     figure, axes = plt.subplots(figsize=(6.4, 4))
-    for variant, recovered, size in points:
-        ratio = size / data.baseline_bytes
+    for index, (variant, recovered, size) in enumerate(points):  # named in a legend: labels beside
+        ratio = size / data.baseline_bytes  # close points (w8a16 and w3a16) overlapped
         face = "none" if variant.canary else COLOURS[variant.outcome]
-        axes.scatter([ratio], [recovered], s=60, facecolors=face, edgecolors=COLOURS[variant.outcome], linewidths=2)
-        axes.annotate(variant.name + (" (canary)" if variant.canary else ""), (ratio, recovered),
-                      textcoords="offset points", xytext=(6, 4), fontsize=8)
+        axes.scatter([ratio], [recovered], s=60, marker=MARKERS[index % len(MARKERS)], facecolors=face,
+                     edgecolors=COLOURS[variant.outcome], linewidths=2,
+                     label=f"{variant.name}{' (canary)' if variant.canary else ''}: {variant.outcome}")  # fmt: skip
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     axes.axhline(100, color="#999", linewidth=0.8, linestyle="--")
     axes.set_xlabel("checkpoint size / BF16")
     axes.set_ylabel("perplexity recovery % (BF16 = 100)")
@@ -59,11 +59,14 @@ def recovery_vs_size(data: ReportData) -> bytes | None:
 
 def suite_differences(data: ReportData) -> bytes | None:
     panels = []
-    for suite, name in DIFFERENCE_METRICS:
-        rows = [(v, data.metric(v.checkpoint, suite, name)) for v in data.variants]
-        rows = [(v, m) for v, m in rows if m is not None]
-        if rows:
-            panels.append((f"{suite}.{name}", rows[0][1].direction, rows))
+    for suite, pattern in DIFFERENCE_METRICS:
+        compared = [r for (c, s), r in sorted(data.results.items()) if s == suite and r.comparison]
+        names = dict.fromkeys(m.name for r in compared for m in r.comparison if fnmatchcase(m.name, pattern))
+        for name in names:
+            rows = [(v, data.metric(v.checkpoint, suite, name)) for v in data.variants]
+            rows = [(v, m) for v, m in rows if m is not None]
+            if rows:
+                panels.append((f"{suite}.{name}", rows[0][1].direction, rows))
     if not panels:
         return None
     figure, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels) + 1.5, 0.5 * len(data.variants) + 2),
@@ -128,14 +131,15 @@ def toolcall_success(data: ReportData) -> bytes | None:
     bars = [(label, m) for label, m in bars if m is not None]
     if not bars:
         return None
-    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(bars) + 1.4))  # names on the y axis: never overlap
     colours = ["#457b9d"] + [COLOURS[v.outcome] for v in data.variants]
-    axes.bar([b[0] for b in bars], [b[1].value for b in bars],
-             yerr=[1.96 * (b[1].stderr or 0) for b in bars], capsize=3, color=colours[: len(bars)])
-    axes.set_ylim(0, 1.05)
-    axes.set_ylabel("task success (final state), share")
+    axes.barh([b[0] for b in bars], [b[1].value for b in bars],
+              xerr=[1.96 * (b[1].stderr or 0) for b in bars], capsize=3, color=colours[: len(bars)])  # fmt: skip
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1.05)
+    axes.set_xlabel("task success (final state), share")
     axes.set_title("Multi-step tool-call success per variant")
-    axes.tick_params(axis="x", labelsize=7, rotation=20)
+    axes.tick_params(axis="y", labelsize=7)
     return _png(figure)
 
 
@@ -179,15 +183,21 @@ def trends(data: ReportData) -> bytes | None:
     metrics = list(dict.fromkeys(metrics))[:4]
     if not metrics:
         return None
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 2, 3.4), squeeze=False)
+    variants = list(table.columns.get_level_values(0).unique())
+    colours = dict(zip(variants, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, strict=False))
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for variant in table.columns.get_level_values(0).unique():
+        for variant in variants:  # one colour per variant in every panel, whichever metrics it has
             if (variant, metric) in table.columns:
-                ax.plot(range(len(table.index)), table[(variant, metric)].to_numpy(), marker="o", label=variant)
+                ax.plot(range(len(table.index)), table[(variant, metric)].to_numpy(), marker="o", label=variant,
+                        color=colours[variant])  # fmt: skip
         ax.set_title(metric, fontsize=8)
         ax.set_xticks(range(len(table.index)), [str(i)[-14:] for i in table.index], rotation=45, fontsize=6)
-    axes[0][0].legend(fontsize=6)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    figure.legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  frameon=False)  # beside the panels, never over a line  # fmt: skip
     figure.suptitle(f"Last {len(table.index)} nightlies", fontsize=10)
+    figure.tight_layout()
     return _png(figure)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 from quantgate.gates.render import detectable
 from quantgate.gates.render import markdown as gates_markdown
@@ -15,22 +16,32 @@ def _fmt(x: float | None) -> str:
 
 
 def _variant_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    columns = headline_columns(data)
+    """What each checkpoint is: scheme, origin, group, outcome, size."""
     header = ["variant", "scheme", "origin", "group", "outcome", "size / BF16", "bits/weight"]
-    header += [f"{suite}.{name}" for suite, name in columns]
-    rows = [["BF16 (baseline)", "bf16", str(data.plan.model), "–", "–", "1", "16"] + [
-        _fmt(m.value if (m := data.baseline_metric(s, n)) else None) for s, n in columns
-    ]]
+    rows = [["BF16 (baseline)", "bf16", data.plan.model.name, "–", "–", "1", "16"]]
     for v in data.variants:
         size = v.checkpoint_bytes / data.baseline_bytes if v.checkpoint_bytes and data.baseline_bytes else None
-        cells = [v.name + (" (canary)" if v.canary else ""), v.scheme, v.origin, v.group, v.outcome, _fmt(size),
-                 _fmt(v.bits_per_weight)]
-        for suite, name in columns:
-            metric, recovered = data.metric(v.checkpoint, suite, name), data.recovery_pct(v.checkpoint, suite, name)
-            text = _fmt(metric.value if metric else None)
-            cells.append(text + (f" ({recovered:.1f} %)" if recovered is not None and name != "size_ratio" else ""))
-        rows.append(cells)
+        rows.append([v.name + (" (canary)" if v.canary else ""), v.scheme, v.origin, v.group, v.outcome, _fmt(size),
+                     _fmt(v.bits_per_weight)])  # fmt: skip
     return header, rows
+
+
+def _suite_tables(data: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One narrow table per suite: its headline metrics (quantgate.core.headline), each variant's value
+    with its recovery against BF16 in brackets; tables, not one wide row, so that they fit a laptop."""
+    tables = []
+    for suite, names in headline_columns(data):
+        rows = [["BF16 (baseline)"] + [_fmt(m.value if (m := data.baseline_metric(suite, n)) else None) for n in names]]
+        for v in data.variants:
+            cells = [v.name + (" (canary)" if v.canary else "")]
+            for name in names:
+                metric, recovered = data.metric(v.checkpoint, suite, name), data.recovery_pct(v.checkpoint, suite, name)
+                text = _fmt(metric.value if metric else None)
+                cells.append(text + (f" ({recovered:.1f} %)" if recovered is not None and metric in (
+                    data.results[(v.checkpoint, suite)].metrics) else ""))  # fmt: skip
+            rows.append(cells)
+        tables.append((suite, ["variant", *names], rows))
+    return tables
 
 
 def _changes_rows(data: ReportData) -> list[list[str]]:
@@ -52,13 +63,18 @@ def _header_lines(data: ReportData) -> list[str]:
     return lines
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+
+
 def markdown(data: ReportData, figures: list[tuple[str, str]]) -> str:
     header, rows = _variant_table(data)
     out = [f"# quantgate report: {data.plan.name} / {data.nightly_id}", ""]
     out += [f"- {line}" for line in _header_lines(data)] + [""]
-    out += ["## Variants against BF16 (recovery % in brackets)", ""]
-    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+    out += ["## Variants", ""] + _markdown_table(header, rows)
+    for suite, suite_header, suite_rows in _suite_tables(data):
+        out += [f"### {suite} (recovery against BF16 in brackets)", ""] + _markdown_table(suite_header, suite_rows)
     out += [gates_markdown(data.gates).replace("## quantgate gates", "## Gates"), ""]
     changes = _changes_rows(data)
     out += ["## Changes against the previous passing nightly", ""]
@@ -73,7 +89,8 @@ def markdown(data: ReportData, figures: list[tuple[str, str]]) -> str:
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}th{white-space:nowrap}
 th{background:#f2f2f2}.pass{color:#2a9d4b;font-weight:bold}.fail{color:#d1495b;font-weight:bold}
 .caught{color:#7a5195;font-weight:bold}.MISSED{color:#ef8a17;font-weight:bold}.incomplete{color:#888}
 .verdict{font-size:1.6em;padding:.3em .6em;border-radius:6px;display:inline-block;color:#fff}
@@ -83,6 +100,16 @@ img{max-width:100%}ul.reasons li{margin:.2em 0}
 """
 
 
+def _breakable(text: str) -> str:
+    """Escaped, with a soft break after each . / _ of a name (metric names are long), none in numbers."""
+    escaped = html.escape(text)
+    try:
+        float(text)
+    except ValueError:
+        return re.sub(r"([./_])(?=[A-Za-z])", r"\1<wbr>", escaped)
+    return escaped
+
+
 def _table(header: list[str], rows: list[list[str]], classes: dict[int, bool] | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
@@ -90,7 +117,7 @@ def _table(header: list[str], rows: list[list[str]], classes: dict[int, bool] | 
         cells = []
         for index, cell in enumerate(row):
             css = f' class="{html.escape(cell)}"' if classes and classes.get(index) else ""
-            cells.append(f"<td{css}>{html.escape(cell)}</td>")
+            cells.append(f"<td{css}>{_breakable(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -114,10 +141,13 @@ def html_page(data: ReportData, figures: list[tuple[str, bytes]]) -> str:
         f"<div class='verdict {verdict}'>{verdict}</div>",
         "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in _header_lines(data)) + "</ul>",
         "<ul class='reasons'>" + "".join(f"<li>{html.escape(r)}</li>" for r in data.gates.reasons) + "</ul>",
-        "<h2>Variants against BF16 <small>(recovery % in brackets)</small></h2>",
-        _table(header, rows, {3: True}),
-        "<h2>Figures</h2>",
+        "<h2>Variants</h2>",
+        _table(header, rows, {4: True}),
     ]
+    for suite, suite_header, suite_rows in _suite_tables(data):
+        parts += [f"<h3>{html.escape(suite)} <small>(recovery against BF16 in brackets)</small></h3>",
+                  _table(suite_header, suite_rows)]  # fmt: skip
+    parts.append("<h2>Figures</h2>")
     for title, png in figures:
         encoded = base64.b64encode(png).decode()
         parts.append(

@@ -81,7 +81,7 @@ def download_results(
 
 def logged_values(client: MlflowClient, parent: Run) -> dict[str, dict[str, Measured]]:
     """variant label -> metric key -> (value, stderr, direction, unit), from a nightly's child runs."""
-    return {label(run): measured(run) for run in children(client, parent)}
+    return {label(run): measured(client, run) for run in children(client, parent)}
 
 
 def record_values(results: list[ResultRecord], labels: dict[str, str]) -> dict[str, dict[str, Measured]]:

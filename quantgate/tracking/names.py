@@ -1,10 +1,12 @@
 """Every name quantgate writes to MLflow, defined once: metric keys, tag keys, param keys.
 
-Metric keys of a variant's run ("<suite>.<metric>" is how plans and gates address a number too):
-    <suite>.<metric>                 the value as measured (or from the comparison: kl_mean, mcnemar_p, ...)
-    <suite>.<metric>.stderr          its standard error, when it has one
-    <suite>.<metric>.delta           value - baseline (measured metrics with a baseline)
+Metric keys of a variant's run, for the headline metrics only (quantgate.core.headline), each logged
+at the nightly's step ("<suite>.<metric>" is how plans and gates address a number too):
+    <suite>.<metric>                 the value as measured (or from the comparison: kl_mean, ...)
     <suite>.<metric>.recovery_pct    direction-aware recovery against the baseline, in percent
+Every metric of a suite, headline or not, is a row of the run's table `metrics/<suite>.json`
+(TABLE_COLUMNS: value, stderr, baseline, delta, recovery_pct, direction, unit, n, ...): direction
+and unit are said there once, not as a tag per key.
 Characters MLflow does not take in a key (it takes letters, digits, _ - . / : and space) become "_":
 toolcall's "pass^2" is logged as "toolcall.pass_2".
 """
@@ -20,7 +22,7 @@ STATISTICS: tuple[Statistic, ...] = ("stderr", "delta", "recovery_pct")
 EXPERIMENT_PREFIX = "quantgate/"
 
 # tags of every run quantgate makes
-TAG_KIND = "quantgate.kind"  # "nightly" (parent) or "variant" (child)
+TAG_KIND = "quantgate.kind"  # "nightly" (parent), "variant" (child) or "trend" (a variant across nightlies)
 TAG_NIGHTLY = "quantgate.nightly_id"
 TAG_PLAN = "quantgate.plan"
 TAG_PLAN_HASH = "quantgate.plan_hash"
@@ -37,11 +39,13 @@ TAG_BASELINE = "quantgate.baseline"  # "true" on the baseline's run
 TAG_CANARY = "quantgate.canary"
 TAG_GROUP = "quantgate.group"
 TAG_SUITE_LOGGED = "quantgate.logged.{suite}"  # set last: the (nightly, variant, suite) is complete
-TAG_DIRECTION = "quantgate.direction.{key}"  # "higher" / "lower" / "none" per metric key
+TAG_DIRECTION = "quantgate.direction.{key}"  # runs logged before the metrics tables: direction per key
 TAG_UNIT = "quantgate.unit.{key}"
+TAG_STEP = "quantgate.step"  # on the parent: the nightly's ordinal in its experiment, the step of its metrics
 
 KIND_NIGHTLY = "nightly"
 KIND_VARIANT = "variant"
+KIND_TREND = "trend"  # one run per (plan, variant): its headline keys at every nightly's step
 
 # params of a variant's run
 PARAM_SCHEME = "scheme"
@@ -53,6 +57,11 @@ PARAM_MANIFEST_SCHEME = "scheme.resolved.{field}"  # from the checkpoint's quant
 
 ARTIFACT_PLAN = "plan.json"
 ARTIFACT_SUITE_DIR = "suites/{suite}"
+ARTIFACT_TABLE_DIR = "metrics"
+ARTIFACT_TABLE = ARTIFACT_TABLE_DIR + "/{suite}.json"  # an MLflow table: every metric of the suite, one row each
+TABLE_COLUMNS = (
+    "metric", "value", "stderr", "baseline", "delta", "recovery_pct", "direction", "unit", "n", "source", "headline",
+)  # fmt: skip
 ARTIFACT_REPORT_DIR = "report"  # on the nightly's parent run: report.md, report.html, gates.xml
 
 

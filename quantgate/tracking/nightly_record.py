@@ -44,6 +44,7 @@ class NightlyRecord:
     checkpoints: list[CheckpointInfo]
     results: list[ResultRecord]
     verdict: str | None = None  # "pass" / "fail" when gated
+    passing: list[str] = field(default_factory=list)  # variants that passed every gate (registered in MLflow)
     report_files: list[Path] = field(default_factory=list)  # the nightly's report, logged to the parent run
     version: int = field(default=RECORD_VERSION)
 
@@ -67,6 +68,7 @@ class NightlyRecord:
             "checkpoints": [vars(c) for c in self.checkpoints],
             "results": [r.model_dump(mode="json", by_alias=True) for r in self.results],
             "verdict": self.verdict,
+            "passing": self.passing,
             "report_files": [str(p) for p in self.report_files],
         }
 
@@ -85,6 +87,7 @@ class NightlyRecord:
             checkpoints=[CheckpointInfo(**c) for c in data["checkpoints"]],
             results=[ResultRecord.model_validate(r) for r in data["results"]],
             verdict=data.get("verdict"),
+            passing=data.get("passing", []),
             report_files=[Path(p) for p in data.get("report_files", [])],
         )
 
@@ -100,7 +103,11 @@ def default_nightly_id(plan: Plan, today: datetime.date | None = None) -> str:
 
 
 def nightly_record(
-    plan: Plan, results: list[ResultRecord], nightly_id: str | None = None, verdict: str | None = None
+    plan: Plan,
+    results: list[ResultRecord],
+    nightly_id: str | None = None,
+    verdict: str | None = None,
+    passing: list[str] | None = None,
 ) -> NightlyRecord:
     """The record of a nightly: the plan's checkpoints (the baseline first), their results, env tags."""
     baseline = CheckpointInfo(
@@ -130,4 +137,5 @@ def nightly_record(
         checkpoints=checkpoints,
         results=sorted(planned, key=lambda r: (r.role != "baseline", r.variant, r.suite)),
         verdict=verdict,
+        passing=list(passing or []),
     )

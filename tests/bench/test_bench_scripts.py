@@ -215,3 +215,13 @@ def test_marginal_throughput_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     recorded = (tmp_path / "recorded" / "quantize_marginal.md").read_text()
     cells = (run_a["durable_s"], run_b["durable_s"], entry["s_per_extra_gb"]["quantgate"])
     assert "| kimi-k2-thinking-int4 | quantgate | {:.1f} | {:.1f} | {:.2f} |".format(*cells) in recorded
+
+
+def test_fp8_option_writes_the_release_layout(tmp_path: Path) -> None:
+    summary = make_checkpoint(tmp_path / "fp8", 0.003, 0.001, fp8=True)
+    source = load_source(tmp_path / "fp8")
+    assert source.fp8 is not None and source.fp8.weight_block_size == (128, 128)
+    fp8_weights = {name for name, info in source.tensors.items() if info.dtype == "F8_E4M3"}
+    assert fp8_weights == set(source.scales) and any(".mlp.experts." in name for name in fp8_weights)
+    assert source.tensors["lm_head.weight"].dtype == "BF16" and summary["shards"] > 1
+    assert all(source.tensors[w].shard == s.shard for w, s in source.scales.items())  # each beside its weight

@@ -52,3 +52,20 @@ def test_baseline_against_itself_has_no_flips(measurement):
         assert compared[f"{task}_lost"] == 0 and compared[f"{task}_gained"] == 0
         assert compared[f"{task}_mcnemar_p"] == 1.0 and compared[f"{task}_delta"] == 0.0
 
+
+
+def test_continuous_item_measures(measurement, bundled_backend):
+    mcq = [r for r in measurement.samples if r["task"] == "tinyk2_mcq"]
+    assert all(r["correct"] == (r["margin"] > 0) for r in mcq)  # acc is argmax of the same log-likelihoods
+    assert all(r["gold_logprob"] < 0 for r in mcq)
+    arith = [r for r in measurement.samples if r["task"] == "tinyk2_arith"]
+    # the gold answer's teacher-forced NLL is the backend's log-likelihood of " <answer>" after the prompt
+    docs = [__import__("json").loads(line) for line in open(shipped_root() / "data/tinyk2/arithmetic.jsonl")]
+    context = bundled_backend.tokenize(docs[0]["question"], add_bos=True)
+    whole = bundled_backend.tokenize(docs[0]["question"] + " " + docs[0]["answer"], add_bos=True)
+    [(logprob, _)] = bundled_backend.loglikelihood([(context, whole[len(context):])])
+    assert arith[0]["gold_nll"] == pytest.approx(-logprob, rel=1e-3)
+    compared = {m.name: m for m in BENCHMARK_SUITE.compare(load_config(), measurement, measurement)}
+    for name in ("tinyk2_mcq/margin", "tinyk2_mcq/gold_logprob", "tinyk2_arith/gold_nll"):
+        assert compared[f"{name}_delta"].value == 0.0 and compared[f"{name}_ttest_p"].value == 1.0
+    assert compared["tinyk2_arith/gold_nll_delta"].direction == "lower"

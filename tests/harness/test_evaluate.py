@@ -33,11 +33,18 @@ def _summary(folder: Path) -> dict:
 
 
 def test_eval_writes_results_and_reuses_the_cached_baseline(
-    bundled_model, variant_dir, perplexity_suite, latency_suite, tmp_path
+    bundled_model, variant_dir, perplexity_suite, latency_suite, tmp_path, capsys
 ):
     variant, suites = variant_dir("kimi-k2-thinking-int4"), [perplexity_suite(max_documents=8), latency_suite]
     out, cache = tmp_path / "results", tmp_path / "cache"
     assert _eval(variant, bundled_model, suites, out, cache) == 0
+    printed = capsys.readouterr()
+    with capsys.disabled():
+        print("\n" + printed.out)  # the closing table, as a user sees it (-s)
+    table = {tuple(line.split()[:3]) for line in printed.out.splitlines()}
+    assert {(variant.name, "ppl", "kl_mean"), (variant.name, "lat", "size_ratio")} <= table
+    assert f"full results: {out}/<model>/<suite>/summary.json" in printed.out
+    assert "it/s" not in printed.err and "Loading weights" not in printed.err  # library bars are quiet
 
     base_ppl, variant_ppl = out / bundled_model.name / "ppl", out / variant.name / "ppl"
     for folder in (base_ppl, variant_ppl, out / bundled_model.name / "lat", out / variant.name / "lat"):

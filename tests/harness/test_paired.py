@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness.paired import flips, mcnemar_exact, paired_metrics
+from harness.paired import (
+    flips,
+    mcnemar_exact,
+    paired_continuous_metrics,
+    paired_metrics,
+    paired_t,
+    student_t_quantile,
+    student_t_two_sided_p,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,3 +48,28 @@ def test_flips_and_paired_metrics():
 def test_unpaired_lengths_raise():
     with pytest.raises(ValueError, match="differ in length"):
         flips([True], [True, False])
+
+
+def test_student_t_against_tables():
+    # two-sided 95 % critical values from t tables; P(|T| >= 2.228, df 10) = 0.05
+    assert student_t_quantile(0.975, 1) == pytest.approx(12.7062047, rel=1e-7)
+    assert student_t_quantile(0.975, 9) == pytest.approx(2.2621572, rel=1e-7)
+    assert student_t_quantile(0.975, 119) == pytest.approx(1.9800999, rel=1e-7)
+    assert student_t_two_sided_p(2.2281389, 10) == pytest.approx(0.05, rel=1e-6)
+    assert student_t_two_sided_p(0.0, 5) == 1.0
+
+
+def test_paired_t_by_hand():
+    baseline = [1.0, 2.0, 3.0, 4.0]
+    variant = [1.5, 2.0, 2.0, 3.5]  # differences 0.5, 0, -1, -0.5: mean -0.25, sd 0.6455, stderr 0.32275
+    test = paired_t(baseline, variant)
+    assert test.mean == -0.25 and test.stderr == pytest.approx(0.6454972 / 2, rel=1e-6)
+    half = 3.1824463 * test.stderr  # t_{0.975, 3}
+    assert (test.low, test.high) == (pytest.approx(-0.25 - half, rel=1e-6), pytest.approx(-0.25 + half, rel=1e-6))
+    assert test.p_value == pytest.approx(0.4950, abs=1e-4)  # t = -0.7746 on 3 df
+    metrics = {m.name: m for m in paired_continuous_metrics("margin", baseline, variant, "higher", "nats")}
+    assert metrics["margin_delta"].direction == "higher" and metrics["margin_ttest_p"].direction == "none"
+    assert metrics["margin_delta_low"].value == test.low
+    same = paired_t(baseline, baseline)
+    assert (same.mean, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert paired_t([0.0, 0.0], [1.0, 1.0]).p_value == 0.0  # a constant shift: no spread, certain

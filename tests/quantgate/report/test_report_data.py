@@ -77,3 +77,18 @@ def test_sizes_come_from_the_latency_suite(report) -> None:
     assert (good.checkpoint_bytes, good.bits_per_weight) == (4e6, 4.5)
     bad = next(row for row in data.variants if row.name == "bad")
     assert (bad.checkpoint_bytes, bad.bits_per_weight) == (None, None)  # no latency result, no manifest
+
+
+def test_variants_are_shown_in_narrow_tables_one_per_suite(report) -> None:
+    """One wide row per variant overflowed a laptop screen: identity in one table, each suite's headline
+    metrics (quantgate.core.headline) in its own."""
+    from quantgate.report.render import _suite_tables, _variant_table, markdown
+
+    plan, data = report
+    header, rows = _variant_table(data)
+    assert len(header) == 7 and len(rows) == 1 + len(plan.variants)
+    tables = {suite: (columns, rows) for suite, columns, rows in _suite_tables(data)}
+    assert tables["perplexity"][0] == ["variant", "perplexity"]
+    assert tables["perplexity"][1][1] == ["good", "10.2 (98.0 %)"]
+    assert tables["latency"][0] == ["variant", "bits_per_weight"]
+    assert "### perplexity (recovery against BF16 in brackets)" in markdown(data, [])

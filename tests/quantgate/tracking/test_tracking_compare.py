@@ -20,9 +20,9 @@ def test_compare_table_is_direction_aware(
     from quantgate.cli import main
 
     client = MlflowClient(tracking_uri=store.uri)
-    runs = log_nightly(
-        client, store, nightly_record(make_plan(), nightly_results(good_ppl=10.5), "n1", "pass")
-    )
+    plan = make_plan()
+    nightly_id = f"n1-{plan.name}"
+    runs = log_nightly(client, store, nightly_record(plan, nightly_results(good_ppl=10.5), nightly_id, "pass"))
     table = compare.nightly_table(client, runs.parent_run_id)
     assert set(table.index.get_level_values("variant")) == {"good", "bad"}
     ppl = table.loc[("good", "perplexity.perplexity")]
@@ -41,6 +41,10 @@ def test_compare_table_is_direction_aware(
     assert main(["compare", "--nightly", runs.parent_run_id, "--tracking-uri", store.uri]) == 0
     out = capsys.readouterr().out
     assert "perplexity.perplexity" in out and "recovery_pct" in out
+    assert main(["compare", "--nightly", nightly_id, "--tracking-uri", store.uri]) == 0  # as report --nightly
+    assert out.endswith(capsys.readouterr().out)  # the same table (MLflow's own "View run" lines before it)
+    assert main(["compare", "--nightly", "no-such-nightly", "--tracking-uri", store.uri]) == 2
+    assert "nightly 'no-such-nightly': no nightly with this id or run id" in capsys.readouterr().err
 
 
 def test_history_flags_changes_beyond_noise(

@@ -3,7 +3,9 @@ tags and artifacts are all there, and logging twice makes no duplicates."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -23,7 +25,7 @@ def test_nightly_is_logged_completely(
     store: TrackingStore, nightly_results: Callable[..., list[ResultRecord]], make_plan
 ):
     plan = make_plan()
-    record = nightly_record(plan, nightly_results(good_ppl=10.5), "2026-11-29-test", "pass")
+    record = nightly_record(plan, nightly_results(good_ppl=10.5), "2026-11-29-test", "pass", passing=["good"])
     client = MlflowClient(tracking_uri=store.uri)
     runs = log_nightly(client, store, record)
 
@@ -56,18 +58,34 @@ def test_nightly_is_logged_completely(
         "suite.perplexity.version": "1",
         "suite.benchmark.version": "1",
     }
+    # headline keys only (quantgate.core.headline), with their recovery, at the nightly's step
     metrics = good.data.metrics
-    assert metrics["perplexity.perplexity"] == 10.5
-    assert metrics["perplexity.perplexity.stderr"] == 0.05
-    assert metrics["perplexity.perplexity.delta"] == pytest.approx(0.5)
-    assert metrics["perplexity.perplexity.recovery_pct"] == pytest.approx(100 * 10 / 10.5)
-    assert metrics["benchmark.acc.recovery_pct"] == pytest.approx(100 * 0.79 / 0.8)
-    assert metrics["benchmark.pass_2"] == 0.7  # "pass^2": MLflow takes no "^" in a key
-    assert metrics["perplexity.kl_mean"] == 0.02 and metrics["benchmark.acc_mcnemar_p"] == 0.4
-    assert good.data.tags[names.direction_tag("perplexity.perplexity")] == "lower"
-    assert good.data.tags[names.direction_tag("benchmark.acc")] == "higher"
+    assert metrics == {
+        "perplexity.perplexity": 10.5,
+        "perplexity.perplexity.recovery_pct": pytest.approx(100 * 10 / 10.5),
+        "perplexity.kl_mean": 0.02,
+        "benchmark.acc": 0.79,
+        "benchmark.acc.recovery_pct": pytest.approx(100 * 0.79 / 0.8),
+    }
+    assert tags[names.TAG_STEP] == "0"
+    assert {m.step for m in client.get_metric_history(good.info.run_id, "perplexity.perplexity")} == {0}
+    assert not [t for t in good.data.tags if t.startswith("quantgate.direction.")]  # said once, in the table
     assert good.data.tags[names.suite_logged_tag("benchmark")] == "true"
-    assert "perplexity.perplexity.delta" not in children["tiny"].data.metrics
+    assert set(children["tiny"].data.metrics) == {"perplexity.perplexity", "benchmark.acc"}
+    assert children["tiny"].info.run_name == "baseline (tiny)"
+    # every metric, with stderr, delta, direction and unit: one MLflow table per suite
+    from quantgate.tracking.compare import measured
+
+    table = json.loads(Path(client.download_artifacts(good.info.run_id, "metrics/perplexity.json")).read_text())
+    row = dict(zip(table["columns"], table["data"][0], strict=True))
+    assert (row["metric"], row["stderr"], row["delta"], row["direction"]) == ("perplexity", 0.05, 0.5, "lower")
+    every = measured(client, good)
+    assert every["benchmark.pass_2"] == (0.7, None, "higher", "")  # "pass^2": MLflow takes no "^" in a key
+    assert every["benchmark.acc_mcnemar_p"][0] == 0.4 and every["perplexity.kl_mean"][2] == "lower"
+    # the passing variant is in the model registry, as candidate and (the nightly passed) release
+    version = client.get_model_version_by_alias(f"{plan.name}.good", "release")
+    assert version.run_id == good.info.run_id and version.tags[names.TAG_NIGHTLY] == "2026-11-29-test"
+    assert client.get_model_version_by_alias(f"{plan.name}.good", "candidate").version == version.version
     logged = {a.path for a in client.list_artifacts(good.info.run_id, "suites/perplexity")}
     assert logged == {"suites/perplexity/summary.json", "suites/perplexity/samples.jsonl"}
     samples = client.download_artifacts(good.info.run_id, "suites/perplexity/samples.jsonl")
@@ -83,9 +101,29 @@ def test_logging_twice_makes_no_duplicates(
     again = log_nightly(client, store, record)
     assert first.suites_logged == 6 and again.suites_logged == 0
     assert (again.parent_run_id, again.child_run_ids) == (first.parent_run_id, first.child_run_ids)
-    assert len(runs_of(client, first.experiment_id)) == 4  # one parent, three children
+    assert len(runs_of(client, first.experiment_id)) == 7  # one parent, three children, three trend runs
     child = first.child_run_ids["tiny-w4a16-g128-rtn"]
     assert len(client.get_metric_history(child, "perplexity.perplexity")) == 1
+
+
+def test_each_nightly_is_charted_at_its_own_step(
+    store: TrackingStore, nightly_results: Callable[..., list[ResultRecord]], make_plan
+):
+    """Nightlies of a plan are logged at steps 0, 1, 2: MLflow charts a variant across them in order."""
+    plan, client = make_plan(), MlflowClient(tracking_uri=store.uri)
+    steps = []
+    for night, ppl in enumerate((10.5, 10.6, 10.4)):
+        runs = log_nightly(client, store, nightly_record(plan, nightly_results(ppl, tag=str(night)), f"n-{night}"))
+        child = runs.child_run_ids["tiny-w4a16-g128-rtn"]
+        steps += [(m.step, m.value) for m in client.get_metric_history(child, "perplexity.perplexity")]
+    assert steps == [(0, 10.5), (1, 10.6), (2, 10.4)]
+    # and one trend run per variant holds them all: its Model metrics page draws the line
+    trends = "tags.`quantgate.kind` = 'trend' and tags.`quantgate.variant` = 'good'"
+    [trend] = client.search_runs([runs.experiment_id], trends)
+    history = client.get_metric_history(trend.info.run_id, "perplexity.perplexity")
+    assert sorted((m.step, m.value) for m in history) == steps and trend.info.run_name == "trend: good"
+    log_nightly(client, store, nightly_record(plan, nightly_results(10.4, tag="2"), "n-2"))  # again: no new point
+    assert len(client.get_metric_history(trend.info.run_id, "perplexity.perplexity")) == 3
 
 
 def test_tracking_uri_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path):
