@@ -26,14 +26,12 @@ def add_drill_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_drill_command(args: argparse.Namespace) -> int:
-    from quantgate.commands.nightly import quiet_library_progress
     from quantgate.nightly.drill import DrillRequest, run_drill, table, write_outcome
 
     for option in ("runs", "threads"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"--{option} must be at least 1, got {value}")
-    quiet_library_progress()
     request = DrillRequest(
         plan_path=args.plan.resolve(), out=args.out.resolve(), runs=args.runs, threads=args.threads,
         dtype=args.dtype, suites=tuple(args.suite),

@@ -88,6 +88,8 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         return 0
     for reason in outcome.gates.reasons:
         print(f"  {reason}")
+    for warning in outcome.gates.warnings:  # thresholds finer than their gate can detect
+        print(f"  warning: {warning}")
     print(f"report: {outcome.report_dir / 'report.html'}")
     print(f"verdict: {'PASS' if outcome.gates.passed else 'FAIL'}")
     return 0 if outcome.gates.passed else 1

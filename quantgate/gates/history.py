@@ -3,8 +3,9 @@
 quantgate's pipelines are deterministic, so two cases:
 
 - **Same identity** (checkpoint, baseline, suite, backend settings, CPU, package versions incl.
-  quantgate's; `fingerprint`): the results must be identical. Any difference in the value, or in the
-  per-item values behind it, is nondeterminism and fails the row, saying so.
+  quantgate's, and quantgate's git revision when known; `fingerprint`): the results must be identical.
+  Any difference in the value, or in the per-item values behind it, is nondeterminism and fails the
+  row, saying so.
 - **Changed identity** (a new build, another quantgate, another torch): the move to the worse side is
   tested, one-sided at `alpha`, paired over the items both nightlies measured where the result folders
   keep them (gates/samples.py: per-document NLL and KL, per-item correctness, per-episode success),
@@ -80,7 +81,8 @@ def fingerprint(result: ResultRecord) -> dict | None:
         "suite": _path_names(result.suite_config),
         "backend": {k: v for k, v in environment.get("backend", {}).items() if k != "model"},
         "cpu": environment.get("cpu"),
-        "packages": environment.get("packages"),
+        "packages": environment.get("packages"),  # quantgate's version among them
+        "quantgate revision": environment.get("git_revision"),  # code changes between versions
     }
 
 

@@ -63,7 +63,7 @@ class DrillRequest:
 class DrillOutcome:
     conditions: list[str]
     runs: int
-    # (metric, gate) -> condition -> [verdicts over runs]
+    # (metric, "<gate kind> <threshold>") -> condition -> [verdicts over runs]
     verdicts: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
     reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # the false alarms' reasons
 
@@ -156,7 +156,10 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
 
 
 def _count(outcome: DrillOutcome, row: GateRow, condition: str) -> None:
-    key = (row.metric, row.gate)
+    """One verdict of a gate: its metric, and its kind with its threshold (a plan may gate a metric at
+    several thresholds, one per group)."""
+    threshold = f"p<{row.threshold:g}" if row.gate in ("history", "no_significant_regression") else f"{row.threshold:g}"
+    key = (row.metric, f"{row.gate} {threshold}")
     outcome.verdicts.setdefault(key, {}).setdefault(condition, []).append(row.verdict)
     if row.verdict != "pass":
         outcome.reasons.setdefault(key, []).append(f"{condition}: {row.reason}")

@@ -3,6 +3,7 @@ asks for less than its data can show; history rows from two stderrs (no per-item
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,8 @@ from quantgate.core.metrics import Metric
 from quantgate.core.record import ResultRecord, read_results
 from quantgate.gates import power
 from quantgate.gates.evaluate import evaluate
-from quantgate.gates.history import History, PreviousNightly
-from quantgate.plan import load_plan
+from quantgate.gates.history import History, PreviousNightly, judge_history
+from quantgate.plan import HistoryThreshold, load_plan
 
 Z95_PLUS_Z80 = 1.6448536269514722 + 0.8416212335729143
 
@@ -88,3 +89,25 @@ def test_a_gate_without_previous_values_passes_and_says_so(nightly: Callable[...
     [row] = [r for r in report.rows if r.gate == "history"]
     assert row.verdict == "pass"
     assert row.reason == "nothing to compare with: first nightly: no passing nightly of plan gate-test"
+
+
+def _benchmark_result(folder: Path, correct: list[bool]) -> ResultRecord:
+    folder.mkdir(parents=True)
+    rows = [{"task": "mcq", "doc_id": i, "correct": c} for i, c in enumerate(correct)]
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "environment.json").write_text(json.dumps({"backend": {"threads": 2}, "packages": {"quantgate": "x"}}))
+    acc = Metric("mcq/acc", sum(correct) / len(correct), "higher", 0.04, n=len(correct))
+    record = ResultRecord.of("int4", "benchmark", 1, [acc])
+    record = record.model_copy(update={"suite_config": {"name": "benchmark", "kind": "benchmark", "version": 1}})
+    return record.at(folder)
+
+
+def test_history_of_a_benchmark_is_paired_per_item_by_mcnemar(tmp_path: Path) -> None:
+    before = _benchmark_result(tmp_path / "n1", [True] * 60 + [False] * 40)
+    now = _benchmark_result(tmp_path / "n2", [False] * 7 + [True] * 53 + [False] * 40)  # 7 items lost
+    now = now.model_copy(update={"model": now.model.model_copy(update={"identity": "new build"})}).at(now.folder)
+    verdict = judge_history(now, now.metric("mcq/acc"), History(PreviousNightly("n1", "test", [before])),
+                            HistoryThreshold())  # fmt: skip
+    assert not verdict.passed and "McNemar over 100 items: 7 lost, 0 gained" in verdict.reason
+    assert math.isclose(verdict.test.p_value, 1 / 128) and math.isclose(verdict.test.regression, 0.07)
+    assert "changed: checkpoint;" in verdict.reason

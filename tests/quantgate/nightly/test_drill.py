@@ -41,13 +41,13 @@ def test_drill_reports_each_gate_false_alarm_rate(bundled_model: Path, tmp_path:
     assert main(args) == 0  # no false alarm
     printed = capsys.readouterr().out
     assert "| metric | gate | repeat | threads=1 | batch=1 | false-alarm rate |" in printed
-    assert "| ppl.kl_mean | history | 0/1 | 0/1 | 0/1 | 0% |" in printed
+    assert "| ppl.kl_mean | history p<0.05 | 0/1 | 0/1 | 0/1 | 0% |" in printed
     assert "false alarms: 0" in printed
     written = json.loads((out / "drill.json").read_text())
     assert written["conditions"] == ["repeat", "threads=1", "batch=1"] and written["false_alarms"] == []
     assert {(g["metric"], g["gate"]) for g in written["gates"]} == {
-        ("ppl.perplexity", "min_recovery"), ("ppl.kl_mean", "max_value"), ("ppl.kl_mean", "history"),
-        ("ppl.same_top1", "min_value"),
+        ("ppl.perplexity", "min_recovery 99.5"), ("ppl.kl_mean", "max_value 0.004"), ("ppl.kl_mean", "history p<0.05"),
+        ("ppl.same_top1", "min_value 97.5"),
     }  # fmt: skip
     assert "No false alarm." in (out / "drill.md").read_text()
 

@@ -1,0 +1,52 @@
+"""`quantgate drill` on a plan, recorded: each gate's false alarms under repeat / other threads / batch 1.
+
+    python bench/drill_false_alarms.py [--plan plans/nightly.yaml] [--suite perplexity ...] [--runs 2]
+                                       [--dtype float32] [--record [DIR]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.record import Table, add_record_argument, start_recording  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", type=Path, default=ROOT / "plans" / "nightly.yaml")
+    parser.add_argument("--suite", action="append", default=[], help="drill this suite only (repeatable)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_record_argument(parser)
+    args = parser.parse_args()
+    name = f"drill_false_alarms_{args.dtype}"
+    recording = start_recording(name, args.record) if args.record else None
+
+    from quantgate.nightly.drill import DrillRequest, run_drill, table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        request = DrillRequest(args.plan.resolve(), Path(tmp), args.runs, dtype=args.dtype, suites=tuple(args.suite))
+        outcome = run_drill(request)
+    print(table(outcome), end="")
+    rows = []
+    for metric, gate in outcome.verdicts:
+        counts = [outcome.alarms((metric, gate), c) for c in outcome.conditions]
+        alarms, runs = sum(a for a, _ in counts), sum(n for _, n in counts)
+        rows.append((metric, gate, *(f"{a}/{n}" for a, n in counts), f"{alarms / runs:.0%}" if runs else "–"))
+    if recording:
+        notes = [f"{m} {g}: {r}" for (m, g), reasons in outcome.reasons.items() for r in reasons] or ["no false alarm"]
+        recording.write(
+            [Table("false alarms / runs", ("metric", "gate", *outcome.conditions, "rate"), tuple(rows))],
+            data={"plan": str(args.plan), "suites": args.suite, "runs": args.runs, "dtype": args.dtype},
+            notes=notes,
+        )
+
+
+if __name__ == "__main__":
+    main()
