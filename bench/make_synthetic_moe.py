@@ -11,12 +11,13 @@ quantizable in_features is a multiple of 128.
 Values are seeded per tensor name (normal, std 1/sqrt(in_features)), so a tensor's bytes do not
 depend on the shard size. Shards are streamed tensor by tensor: one tensor is held at a time.
 
-Usage: python bench/make_synthetic_moe.py OUT_DIR --size-gb 4.2 [--shard-gb 1] [--seed 0]
+Usage: python bench/make_synthetic_moe.py OUT_DIR --size-gb 4.2 [--shard-gb 1] [--seed 0] [--layers 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -226,9 +227,12 @@ def write_shard(path: Path, specs: list[TensorSpec], seed: int) -> None:
             handle.write(tensor.contiguous().view(torch.uint8).numpy().data)
 
 
-def make_checkpoint(out: Path, size_gb: float, shard_gb: float = 1.0, seed: int = 0) -> dict:
-    """Write the checkpoint into `out` (created; must not hold one already); returns a summary."""
+def make_checkpoint(out: Path, size_gb: float, shard_gb: float = 1.0, seed: int = 0, layers: int | None = None) -> dict:
+    """Write the checkpoint into `out` (created; must not hold one already); returns a summary.
+    `layers`: decoder layers (the first dense) instead of the table's, more experts per layer for the size."""
     d = dims_for_size(size_gb)
+    if layers is not None:
+        d = dataclasses.replace(d, num_hidden_layers=layers)
     n_experts = solve_experts(d, size_gb)
     specs = tensor_specs(d, n_experts)
     shards = assign_shards(specs, int(shard_gb * GB))
@@ -262,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-gb", type=float, required=True, help="checkpoint size in GB (10^9 bytes)")
     parser.add_argument("--shard-gb", type=float, default=1.0, help="shard size in GB (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers, the first dense (default: 8)")
     args = parser.parse_args(argv)
-    summary = make_checkpoint(args.out, args.size_gb, args.shard_gb, args.seed)
+    summary = make_checkpoint(args.out, args.size_gb, args.shard_gb, args.seed, args.layers)
     print(json.dumps(summary))
     return 0
 

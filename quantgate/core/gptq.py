@@ -44,8 +44,19 @@ class GPTQOptions(StrictModel):
     min_expert_tokens: int = Field(16, ge=0)  # fewer routed tokens: the expert falls back to RTN
     calibrate_all_experts: bool = False  # every expert's Hessian sees every token (output stays routed)
     routing_weighted: bool = False  # weight each routed token's Hessian term by its routing weight squared
+    hessian_dtype: Literal["float64", "float32"] = "float64"  # X^T X accumulator (llm-compressor: float32)
     batch_size: int = Field(8, ge=1)  # calibration rows per forward
     threads: int = Field(1, ge=1)  # torch threads per process; BLAS reduction order (so the bytes) depends on it
+
+    @classmethod
+    def for_scheme(cls, scheme: str, **given: object) -> GPTQOptions:
+        """A scheme's defaults (SCHEME_DEFAULTS over the field defaults), the options given explicitly on top."""
+        return cls(**(SCHEME_DEFAULTS.get(scheme, {}) | given))
+
+
+# Per-scheme defaults where a setting measured better on one scheme and worse on another
+# (bench/gptq_factors.py, docs/benchmarks/gptq_factors.md; docs/gptq.md "Defaults and why").
+SCHEME_DEFAULTS: dict[str, dict[str, object]] = {}
 
 
 class CalibrationSet(StrictModel):
