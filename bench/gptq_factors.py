@@ -70,6 +70,7 @@ QUANTGATE_ROWS |= {
         "hessian_dtype": "float32",
     },
 }
+PEER_DEFAULTS = "its defaults (dampening 0.01, all experts)"
 PEER_ROWS: dict[str, dict] = {
     "base": {},
     "dampening 0.01": {"dampening": 0.01},
@@ -77,7 +78,7 @@ PEER_ROWS: dict[str, dict] = {
     "actorder none": {"actorder": "none"},
     "observer mse": {"observer": "mse"},
     "float32 forward (quantgate's)": {"dtype": "float32"},
-    "its defaults (dampening 0.01, all experts)": {"dampening": 0.01, "calibrate_all_experts": True},
+    PEER_DEFAULTS: {"dampening": 0.01, "calibrate_all_experts": True},
 }
 
 
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "--merge", type=Path, nargs="+", default=[],
         help="--json files of earlier runs: their schemes' rows join this run's tables (runs split to fit a deadline)",
     )  # fmt: skip
+    parser.add_argument("--note", action="append", default=[], help="a line for the record's notes (repeatable)")
     add_record_argument(parser)
     args = parser.parse_args(argv)
     recording = start_recording("gptq_factors", args.record) if args.record else None
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for scheme in args.schemes:
         rows: list[dict] = [r for r in results.get(scheme, []) if r["tool"] != "RTN"]  # merged rows stay
+        rtn_row = next((r for r in results.get(scheme, []) if r["tool"] == "RTN"), None)
         done = {(r["tool"], r["row"]) for r in rows}
         plan = [("quantgate", name, BASE | change) for name, change in QUANTGATE_ROWS.items()]
         shipped = GPTQOptions.for_scheme(scheme).model_dump(exclude={"threads", "batch_size", "routing_weighted"})
@@ -228,14 +231,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scheme:24} {tool:15} {name:55} KL {row['kl_mean']:.5f} PPL {row['perplexity']:.4f} "
                   f"{seconds:6.1f} s" + (f"  (same bytes as {row['same_bytes_as']})" if row["same_bytes_as"] else ""),
                   flush=True)  # fmt: skip
-        rtn = quantize(QuantizeRequest(args.model, get_scheme(scheme), out=work / f"{scheme}-rtn")).path
-        rtn_scores = score(rtn)
-        rows.append({"tool": "RTN", "row": "rtn", "settings": {}, "kl_mean": kl_mean(baseline, rtn_scores),
-                     "perplexity": perplexity(rtn_scores)})  # fmt: skip
+        if rtn_row is None:
+            rtn = quantize(QuantizeRequest(args.model, get_scheme(scheme), out=work / f"{scheme}-rtn")).path
+            rtn_scores = score(rtn)
+            rtn_row = {"tool": "RTN", "row": "rtn", "settings": {}, "kl_mean": kl_mean(baseline, rtn_scores),
+                       "perplexity": perplexity(rtn_scores)}  # fmt: skip
+        rows.append(rtn_row)
         results[scheme] = rows
         save()
     tables, notes = _tables(results, calibration.sha256, perplexity(baseline))
-    notes += [f"rows of an earlier run, merged: `{c}`" for c in merged_from]
+    notes += [f"rows of an earlier run, merged: `{c}`" for c in merged_from] + args.note
     for table in tables:
         print(table.markdown())
     print("\n".join(notes))
@@ -244,26 +249,62 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _summary(results: dict[str, list[dict]]) -> Table:
+    """quantgate's shipped default against llm-compressor's defaults, llm-compressor at the same dampening
+    (routed-only, as quantgate), and RTN."""
+    rows = []
+    for scheme, found in results.items():
+        by = {(r["tool"], r["row"]): r for r in found if "kl_mean" in r}
+        ours = by.get(("quantgate", "shipped default"))
+        same_name = None
+        if ours is not None:
+            same_name = "base" if ours["settings"]["dampening"] == BASE["dampening"] else "dampening 0.01"
+        peer_defaults, peer_same = by.get(("llm-compressor", PEER_DEFAULTS)), by.get(("llm-compressor", same_name))
+        rtn = by.get(("RTN", "rtn"))
+
+        def kl(row: dict | None) -> str | None:
+            return None if row is None else f"{row['kl_mean']:.5f}"
+
+        def at_most(row: dict | None, ours: dict | None = ours) -> bool | None:
+            return None if row is None or ours is None else ours["kl_mean"] <= row["kl_mean"]
+
+        rows.append((
+            scheme, None if ours is None else ours["settings"]["dampening"], kl(ours), kl(peer_defaults),
+            at_most(peer_defaults), kl(peer_same), at_most(peer_same), kl(rtn),
+            None if ours is None else f"{ours['perplexity']:.4f}", None if rtn is None else f"{rtn['perplexity']:.4f}",
+        ))  # fmt: skip
+    return Table(
+        "quantgate's shipped GPTQ default against llm-compressor 0.14 GPTQModifier: held-out KL vs BF16",
+        ("scheme", "quantgate dampening", "quantgate KL", "llm-compressor defaults KL", "quantgate <=",
+         "llm-compressor same dampening, routed-only KL", "quantgate <=", "RTN KL", "quantgate PPL", "RTN PPL"),
+        rows,
+    )  # fmt: skip
+
+
 def _tables(results: dict[str, list[dict]], sha256: str, bf16_ppl: float) -> tuple[list[Table], list[str]]:
-    tables, notes = [], [f"calibration: quantgate's default set, 64 x 256 tokens, sha256 {sha256[:12]}; "
-                         f"BF16 held-out perplexity {bf16_ppl:.4f}; one thread per tool"]  # fmt: skip
+    tables = [_summary(results)]
+    notes = [f"calibration: quantgate's default set, 64 x 256 tokens, sha256 {sha256[:12]}; "
+             f"BF16 held-out perplexity {bf16_ppl:.4f}; one thread per tool"]  # fmt: skip
     for scheme, rows in results.items():
         base = {r["tool"]: r["kl_mean"] for r in rows if r["row"] == "base" and "kl_mean" in r}
         peer_base = base.get("llm-compressor")
+        peer_defaults = next((r["kl_mean"] for r in rows if r["row"] == PEER_DEFAULTS and "kl_mean" in r), None)
         table_rows = []
         for r in rows:
             if "error" in r:
-                table_rows.append((r["tool"], r["row"], None, None, None, None, "error: " + r["error"][:120]))
+                table_rows.append((r["tool"], r["row"], None, None, None, None, None, "error: " + r["error"][:120]))
                 continue
             against = base.get(r["tool"])
             change = None if against is None or r["tool"] == "RTN" else f"{100 * (r['kl_mean'] / against - 1):+.1f} %"
             vs_peer = None if peer_base is None else f"{r['kl_mean'] / peer_base:.3f}"
+            vs_defaults = None if peer_defaults is None else f"{r['kl_mean'] / peer_defaults:.3f}"
             same = f"same bytes as {r['same_bytes_as']}" if r.get("same_bytes_as") else ""
-            table_rows.append((r["tool"], r["row"], f"{r['kl_mean']:.5f}", change, vs_peer, f"{r['perplexity']:.4f}",
-                               same))  # fmt: skip
+            table_rows.append((r["tool"], r["row"], f"{r['kl_mean']:.5f}", change, vs_peer, vs_defaults,
+                               f"{r['perplexity']:.4f}", same))  # fmt: skip
         tables.append(Table(
             f"{scheme}: held-out KL vs BF16, one factor at a time",
-            ("tool", "setting", "KL", "KL vs the tool's base", "KL / llm-compressor base", "PPL", "note"),
+            ("tool", "setting", "KL", "KL vs the tool's base", "KL / llm-compressor base",
+             "KL / llm-compressor defaults", "PPL", "note"),
             table_rows,
         ))  # fmt: skip
     return tables, notes
