@@ -36,12 +36,15 @@ from quant.gptq.run import gptq_scheme  # noqa: E402
 from quant.schemes import get_scheme  # noqa: E402
 from quantgate.core.gptq import CalibrationSpec, GPTQOptions  # noqa: E402
 
-PEER_PYTHON = ROOT / ".bench-venvs/llmcompressor/bin/python"
-PEER_FALLBACK = Path("/work/main/.bench-venvs/llmcompressor/bin/python")
+PEER_PYTHONS = (
+    ROOT / ".bench-venvs/llmcompressor/bin/python",
+    Path.home() / ".cache/quantgate/llmcompressor/bin/python",  # the shared place the helpers use
+    Path("/work/main/.bench-venvs/llmcompressor/bin/python"),
+)
 
 
-def _peer_python() -> Path:
-    for candidate in (PEER_PYTHON, PEER_FALLBACK):
+def peer_python() -> Path:
+    for candidate in PEER_PYTHONS:
         if candidate.exists():
             return candidate
     raise SystemExit("llm-compressor venv missing: run bench/setup_llmcompressor_venv.sh")
@@ -83,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)  # the scoring here too: oversubscribed threads crawl on a shared CPU
     work = Path(tempfile.mkdtemp(prefix="gptq-bench-", dir=args.workdir))
-    options = GPTQOptions(threads=args.threads, calibrate_all_experts=args.calibrate_all_experts)
+    options = GPTQOptions.for_scheme(
+        args.scheme, threads=args.threads, calibrate_all_experts=args.calibrate_all_experts
+    )
     spec = CalibrationSpec(samples=args.samples, sample_length=args.length)
     ids, calibration = build_calibration(spec, args.model, ROOT)
     (work / "calibration.json").write_text(json.dumps(ids.tolist()))
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         *(["--calibrate-all-experts"] if args.calibrate_all_experts else []),
     ]  # fmt: skip
     peer_cmd = [
-        str(_peer_python()), str(ROOT / "bench/llmcompressor_gptq_peer.py"), "--model", str(args.model),
+        str(peer_python()), str(ROOT / "bench/llmcompressor_gptq_peer.py"), "--model", str(args.model),
         "--out", str(work / "llmcompressor"), "--spec", str(work / "spec.json"),
         "--calibration", str(work / "calibration.json"), "--threads", str(args.threads),
     ]  # fmt: skip

@@ -4,7 +4,9 @@ Runs inside the llm-compressor venv (bench/setup_llmcompressor_venv.sh), never i
 transformers 5 fuses the DeepseekV3 experts; llm-compressor's `linearize_moe` turns them into
 per-expert Linear modules after loading so GPTQ can quantize each,
 calibrated on exactly the token ids quantgate uses (a JSON list of rows), with quantgate's
-compressed-tensors scheme and ignore list, then saved compressed.
+compressed-tensors scheme and ignore list, then saved compressed. The spec may also set
+`actorder: "none"` (the modifier's own default is static) and `dtype` (the model's dtype,
+default bfloat16, as llm-compressor's examples load it).
 
 Prints one JSON line: versions, import, load, oneshot and save seconds, and what was quantized.
 """
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     # load_quantizable_moe() (linearized loading) fails in this venv: transformers 5.17's patch
     # mapping imports every model module, and aria's needs torchvision, which is not installed.
     # linearize_moe() after a plain load is llm-compressor's documented post-load path instead.
-    model = linearize_moe(AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16))
+    dtype = getattr(torch, spec.get("dtype", "bfloat16"))  # the model's forward dtype (bf16: as shipped)
+    model = linearize_moe(AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     loaded = time.perf_counter()
     dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         ignore=spec["ignore"],
         block_size=spec["block_size"],
         dampening_frac=spec["dampening"],
+        # "none" turns the modifier's default (static) off; otherwise the scheme's actorder stands
+        **({"actorder": None} if spec.get("actorder") == "none" else {}),
     )
     oneshot(
         model=model,

@@ -17,12 +17,13 @@ depend on the shard size. Shards are streamed tensor by tensor: one tensor is he
 the same BF16 values by quantgate.core.fp8.quantize_fp8 (DeepSeek's weight_quant); the config
 carries the fp8 quantization_config; --size-gb is then the FP8 checkpoint's size.
 
-Usage: python bench/make_synthetic_moe.py OUT_DIR --size-gb 4.2 [--shard-gb 1] [--seed 0] [--fp8]
+Usage: python bench/make_synthetic_moe.py OUT_DIR --size-gb 4.2 [--shard-gb 1] [--seed 0] [--fp8] [--layers 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -260,9 +261,14 @@ def write_shard(path: Path, specs: list[TensorSpec], seed: int) -> None:
             handle.write(tensor.contiguous().view(torch.uint8).numpy().data)
 
 
-def make_checkpoint(out: Path, size_gb: float, shard_gb: float = 1.0, seed: int = 0, fp8: bool = False) -> dict:
-    """Write the checkpoint into `out` (created; must not hold one already); returns a summary."""
+def make_checkpoint(
+    out: Path, size_gb: float, shard_gb: float = 1.0, seed: int = 0, fp8: bool = False, layers: int | None = None
+) -> dict:
+    """Write the checkpoint into `out` (created; must not hold one already); returns a summary.
+    `layers`: decoder layers (the first dense) instead of the table's, more experts per layer for the size."""
     d = dims_for_size(size_gb)
+    if layers is not None:
+        d = dataclasses.replace(d, num_hidden_layers=layers)
     n_experts = solve_experts(d, size_gb, fp8)
     specs = tensor_specs(d, n_experts, fp8)
     _WEIGHT_SHAPES.update({s.name: s.shape for s in specs if s.dtype == torch.float8_e4m3fn})
@@ -299,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-gb", type=float, default=1.0, help="shard size in GB (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fp8", action="store_true", help="DeepSeek/Kimi block-FP8 release layout")
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers, the first dense (default: 8)")
     args = parser.parse_args(argv)
-    summary = make_checkpoint(args.out, args.size_gb, args.shard_gb, args.seed, args.fp8)
+    summary = make_checkpoint(args.out, args.size_gb, args.shard_gb, args.seed, args.fp8, args.layers)
     print(json.dumps(summary))
     return 0
 

@@ -3,8 +3,9 @@
 Launched by `torchrun --nproc-per-node N quantgate quantize --method gptq ...`: torchrun sets
 RANK / WORLD_SIZE / MASTER_ADDR; the process group is gloo on CPU, NCCL when CUDA is there.
 Every rank runs the layer's forward on every calibration row (so routing, and every Hessian,
-sees its rows in the same order whatever N is); the quantizable modules of the layer (routed
-experts first: they are most of the work) are dealt round-robin over the ranks, each rank
+sees its rows in the same order whatever N is); the quantizable modules of the layer, in groups
+that read the same input (quant.gptq.run.input_groups), are dealt over the ranks by estimated
+cost (costliest first, to the least loaded rank), each rank
 accumulates Hessians and runs GPTQ for its own only, and the results are all-gathered so every
 rank can run the quantized layer forward. Rank 0 writes the checkpoint.
 """
@@ -27,8 +28,16 @@ class Ranks:
     def writer(self) -> bool:
         return self.rank == 0
 
-    def owns(self, position: int) -> bool:
-        return position % self.world == self.rank
+    def deal(self, costs: list[float]) -> list[bool]:
+        """Which of the work items (in their order) this rank takes: the costliest first, each to the least
+        loaded rank (the lowest on a tie). Deterministic in the costs and the world size only."""
+        load = [0.0] * self.world
+        owner = [0] * len(costs)
+        for item in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+            rank = min(range(self.world), key=lambda r: (load[r], r))
+            owner[item] = rank
+            load[rank] += costs[item]
+        return [o == self.rank for o in owner]
 
     def gather(self, mine: dict) -> dict:
         """Merge every rank's dict (keys are disjoint) into one, on every rank."""

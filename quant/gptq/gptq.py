@@ -24,11 +24,18 @@ from compressed_tensors.quantization.utils import calculate_range
 DAMP_RETRIES = 3  # after the first try, dampening x10 each retry
 
 
+SUB_BLOCK = 16  # columns updated one at a time; the rest of a block by one matrix product per sub-block
+
+
 @dataclass(frozen=True)
 class GPTQResult:
     weight: torch.Tensor  # [O, I] float32, dequantized GPTQ weight (exactly scale * q)
-    loss: float  # sum over the weight of (w - q)^2 / d^2 / 2, GPTQ's own error measure
+    row_losses: torch.Tensor  # [O] sum over each row of (w - q)^2 / d^2 / 2, GPTQ's own error measure
     dampening: float  # the dampening fraction that worked
+
+    @property
+    def loss(self) -> float:
+        return float(self.row_losses.sum())
 
 
 class HessianFailure(RuntimeError):
@@ -36,15 +43,15 @@ class HessianFailure(RuntimeError):
 
 
 class GPTQ:
-    def __init__(self, columns: int) -> None:
+    def __init__(self, columns: int, dtype: torch.dtype = torch.float64) -> None:
         self.columns = columns
-        self.xtx = torch.zeros(columns, columns, dtype=torch.float64)  # [I, I] sum of x^T x
+        self.xtx = torch.zeros(columns, columns, dtype=dtype)  # [I, I] sum of x^T x
         self.rows = 0
 
     def add_batch(self, inputs: torch.Tensor, row_weights: torch.Tensor | None = None) -> None:
-        x = inputs.reshape(-1, self.columns).to(torch.float64)  # [n, I]
+        x = inputs.reshape(-1, self.columns).to(self.xtx.dtype)  # [n, I]
         if row_weights is not None:  # H = 2/n sum_i w_i^2 x_i x_i^T
-            x = x * row_weights.reshape(-1, 1).to(torch.float64)
+            x = x * row_weights.reshape(-1, 1).to(self.xtx.dtype)
         self.xtx += x.T @ x
         self.rows += x.shape[0]
 
@@ -112,38 +119,50 @@ def _gptq(
     damp: float,
     actorder: bool,
 ) -> GPTQResult:
-    w = weight.to(torch.float32).clone()  # [O, I]
-    columns = w.shape[1]
+    """GPTQ on the transposed weight: a column of W is a contiguous row of W^T [I, O] here.
+
+    Inside a block the columns are quantized one at a time, but each column's error is spread
+    one by one only over the rest of its sub-block (SUB_BLOCK columns); the rest of the block
+    takes a sub-block's errors in one matrix product, and the columns after the block take the
+    block's, as in the paper's lazy batch updates. Rows are independent, so several weights
+    that share a Hessian are quantized as one stacked weight.
+    """
+    columns = weight.shape[1]
     h = hessian.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
-    w[:, dead] = 0
     perm = torch.argsort(torch.diag(h), descending=True, stable=True) if actorder else torch.arange(columns)
-    w, h = w[:, perm], h[perm][:, perm]
+    wt = weight.to(torch.float32).T[perm].contiguous()  # [I, O], permuted columns of W
+    wt[dead[perm]] = 0
+    h = h[perm][:, perm]
     hinv = _inverse_cholesky(h, damp)  # [I, I]
 
-    scale = qparams["weight_scale"].to(torch.float32)  # [O, G] or [O, 1]
+    scale = qparams["weight_scale"].to(torch.float32).T  # [G, O] or [1, O]
     zero = qparams.get("weight_zero_point")
-    zero = torch.zeros_like(scale) if zero is None else zero.to(torch.float32)  # [O, G] or [O, 1]
+    zero = torch.zeros_like(scale) if zero is None else zero.to(torch.float32).T  # [G, O] or [1, O]
     group = args.group_size if args.strategy == QuantizationStrategy.GROUP else None
+    groups = (perm // group).tolist() if group else [0] * columns  # each visited column's group
     quantize_column = ColumnQuantizer(args)
-    quantized = torch.zeros_like(w)  # [O, I]
-    losses = torch.zeros_like(w)
+    quantized = torch.empty_like(wt)  # [I, O]
+    row_losses = torch.zeros(wt.shape[1])  # [O]
     for start in range(0, columns, block_size):
         stop = min(start + block_size, columns)
-        w1 = w[:, start:stop].clone()  # [O, B]
-        errors = torch.zeros_like(w1)
+        w1 = wt[start:stop].clone()  # [B, O]
+        errors = torch.empty_like(w1)  # [B, O]
         hinv1 = hinv[start:stop, start:stop]  # [B, B]
-        for i in range(stop - start):
-            column = int(perm[start + i])  # original column index, for its group's scale
-            g = column // group if group else 0
-            d = hinv1[i, i]
-            q = quantize_column(w1[:, i], scale[:, g], zero[:, g])  # [O]
-            quantized[:, start + i] = q
-            losses[:, start + i] = (w1[:, i] - q) ** 2 / d**2 / 2
-            err = (w1[:, i] - q) / d  # [O]
-            w1[:, i:] -= err[:, None] @ hinv1[i, i:][None, :]
-            errors[:, i] = err
-        w[:, stop:] -= errors @ hinv[start:stop, stop:]
+        width = stop - start
+        for sub in range(0, width, SUB_BLOCK):
+            sub_stop = min(sub + SUB_BLOCK, width)
+            for i in range(sub, sub_stop):
+                g = groups[start + i]
+                q = quantize_column(w1[i], scale[g], zero[g])  # [O]
+                quantized[start + i] = q
+                err = (w1[i] - q) / hinv1[i, i]  # [O]
+                w1[i:sub_stop] -= hinv1[i, i:sub_stop, None] * err[None, :]
+                errors[i] = err
+            if sub_stop < width:
+                w1[sub_stop:] -= hinv1[sub:sub_stop, sub_stop:].T @ errors[sub:sub_stop]
+        row_losses += errors.square().sum(0) / 2
+        wt[stop:] -= hinv[start:stop, stop:].T @ errors
     inverse_perm = torch.argsort(perm)
-    return GPTQResult(weight=quantized[:, inverse_perm], loss=float(losses.sum()), dampening=damp)
+    return GPTQResult(weight=quantized[inverse_perm].T.contiguous(), row_losses=row_losses, dampening=damp)

@@ -1,6 +1,7 @@
 """Quantize one Linear of the current layer: GPTQ, or the documented RTN fallback.
 
-Fallbacks (counted and reported, never an error): a routed expert that received fewer than
+Modules that read the same input tensor share one Hessian and are quantized as one stacked
+weight (`quantize_group`). Fallbacks (counted and reported, never an error): a routed expert that received fewer than
 `min_expert_tokens` calibration tokens, and a module whose Hessian is non-finite or whose Cholesky
 fails even after dampening x10, x100, x1000. Both take round-to-nearest with the same qparams,
 which gives exactly the bytes `quantgate quantize` (RTN) writes for that module.
@@ -44,21 +45,45 @@ def quantize_module(
     expert_tokens: int | None,
 ) -> ModuleResult:
     """weight: [O, I] in the source dtype; gptq holds the module's calibration statistics."""
-    qparams = choose_qparams(weight, args, options.observer)
+    return quantize_group({"": weight}, gptq, args, options, expert_tokens)[""]
+
+
+def quantize_group(
+    weights: dict[str, torch.Tensor],
+    gptq: GPTQ | None,
+    args: QuantizationArgs,
+    options: GPTQOptions,
+    expert_tokens: int | None,
+) -> dict[str, ModuleResult]:
+    """Modules that read the same input (an expert's gate_proj and up_proj): one Hessian, one
+    factorization, their rows stacked into one GPTQ run. weights: name -> [O_m, I] in the source dtype."""
+    qparams = {name: choose_qparams(weight, args, options.observer) for name, weight in weights.items()}
     reason = None
     if expert_tokens is not None and expert_tokens < options.min_expert_tokens:
         reason = FEW_TOKENS
     elif gptq is None or gptq.rows == 0:
         reason = FEW_TOKENS
     else:
+        stacked = torch.cat([w.float() for w in weights.values()])  # [sum O_m, I]
+        stacked_qparams = {key: torch.cat([q[key] for q in qparams.values()]) for key in next(iter(qparams.values()))}
         try:
             result = gptq.quantize(
-                weight.float(), qparams, args, options.block_size, options.dampening, options.actorder == "static"
+                stacked, stacked_qparams, args, options.block_size, options.dampening, options.actorder == "static"
             )
-            return ModuleResult(result.weight, qparams, result.loss, None, result.dampening)
         except HessianFailure:
             reason = HESSIAN
-    return ModuleResult(_rtn(weight, qparams, args), qparams, 0.0, reason, options.dampening)
+        else:
+            out, row = {}, 0
+            for name, weight in weights.items():
+                rows = slice(row, row + weight.shape[0])
+                loss = float(result.row_losses[rows].sum())
+                out[name] = ModuleResult(result.weight[rows].clone(), qparams[name], loss, None, result.dampening)
+                row = rows.stop
+            return out
+    return {
+        name: ModuleResult(_rtn(weight, qparams[name], args), qparams[name], 0.0, reason, options.dampening)
+        for name, weight in weights.items()
+    }
 
 
 def compress(result: ModuleResult, scheme: QuantizationScheme) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ scratch directory and assembled into the output shards at the end (quant/gptq/wr
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from quant.gptq.layerwise import (
     layer_prefix,
     load_config,
 )
-from quant.gptq.modules import ModuleResult, compress, quantize_module
+from quant.gptq.modules import ModuleResult, compress, quantize_group
 from quant.gptq.writer import LAYER_DIR, Target, prepare_target, write_checkpoint
 from quant.schemes import Scheme
 from quant.select import module_of, plan_quantization
@@ -51,7 +51,7 @@ class GPTQRequest:
     scheme: Scheme
     out: Path | None = None
     output_root: Path | None = None
-    options: GPTQOptions = GPTQOptions()
+    options: GPTQOptions | None = None  # None: GPTQOptions.for_scheme(scheme.name)
     calibration: CalibrationSpec = CalibrationSpec()
     data_root: Path = Path(".")  # relative calibration paths resolve against this
 
@@ -79,8 +79,7 @@ def gptq_scheme(scheme: Scheme, options: GPTQOptions) -> Scheme:
 
 
 def _layer_modules(quantized: frozenset[str], index: int, names: LayerNames) -> dict[str, str]:
-    """Layer-local modules to quantize, in-memory name -> on-disk name; routed experts first (they are
-    dealt over the ranks first)."""
+    """Layer-local modules to quantize, in-memory name -> on-disk name; routed experts first."""
     prefix = layer_prefix(index)
     local = {names.in_memory(m): m for m in (module_of(n)[len(prefix) :] for n in quantized if n.startswith(prefix))}
     return {m: local[m] for m in sorted(local, key=lambda m: (not m.startswith(EXPERT_PREFIX), _natural(m)))}
@@ -94,15 +93,43 @@ def _expert_of(module: str) -> int | None:
     return int(module.split(".")[2]) if module.startswith(EXPERT_PREFIX) else None
 
 
-class _Collector:
-    """Hessian accumulators for this rank's modules of one layer, fed by hooks and by the experts."""
+# A module that reads the same input tensor as a sibling of the same parent (transformers' forwards:
+# gate_proj(x) * up_proj(x); q_a_proj / q_proj and kv_a_proj_with_mqa of hidden_states; q/k/v_proj).
+SAME_INPUT = {"up_proj": ("gate_proj",), "kv_a_proj_with_mqa": ("q_a_proj", "q_proj"), "k_proj": ("q_proj",),
+              "v_proj": ("q_proj",)}  # fmt: skip
 
-    def __init__(self, layer: torch.nn.Module, owned: list[str], routing_weighted: bool) -> None:
-        self.routing_weighted = routing_weighted
-        self.gptq = {m: GPTQ(layer.get_submodule(m).in_features) for m in owned}
+
+def input_groups(modules: list[str]) -> dict[str, tuple[str, ...]]:
+    """The layer's modules grouped by input, lead -> members (lead first), in the modules' order of leads.
+
+    A group shares one Hessian (accumulated from the lead's input) and one GPTQ run, and is the
+    unit dealt over the ranks, so grouping never depends on the number of ranks."""
+    present = set(modules)
+    groups: dict[str, list[str]] = {}
+    for module in modules:
+        parent, _, leaf = module.rpartition(".")
+        leads = [f"{parent}.{lead}" for lead in SAME_INPUT.get(leaf, ()) if f"{parent}.{lead}" in present]
+        groups.setdefault(leads[0] if leads else module, []).append(module)
+    return {lead: (lead, *sorted(set(members) - {lead}, key=_natural)) for lead, members in groups.items()}
+
+
+def _cost(weights: list[torch.Tensor]) -> float:
+    """GPTQ's work for a group, roughly: factorizing the [I, I] Hessian and updating the stacked rows."""
+    columns = weights[0].shape[1]
+    return float(columns**3 + sum(w.shape[0] for w in weights) * columns**2)
+
+
+class _Collector:
+    """Hessian accumulators for this rank's input groups of one layer (keyed by lead), fed by hooks and by
+    the experts."""
+
+    def __init__(self, layer: torch.nn.Module, leads: list[str], options: GPTQOptions) -> None:
+        self.routing_weighted = options.routing_weighted
+        dtype = getattr(torch, options.hessian_dtype)
+        self.gptq = {m: GPTQ(layer.get_submodule(m).in_features, dtype) for m in leads}
         self.hooks = [
             layer.get_submodule(m).register_forward_pre_hook(lambda _mod, args, m=m: self.gptq[m].add_batch(args[0]))
-            for m in owned
+            for m in leads
             if _expert_of(m) is None
         ]
 
@@ -120,8 +147,10 @@ def _quantize_layer(
     layer: torch.nn.Module, modules: list[str], hidden: torch.Tensor, runner: LayerRunner, tensors: dict,
     scheme: Scheme, options: GPTQOptions, ranks: Ranks,
 ) -> tuple[dict[str, ModuleResult], list[int] | None]:  # fmt: skip
-    owned = [m for position, m in enumerate(modules) if ranks.owns(position)]
-    collector = _Collector(layer, owned, options.routing_weighted)
+    groups = input_groups(modules)
+    costs = [_cost([tensors[f"{m}.weight"] for m in members]) for members in groups.values()]
+    owned = [lead for lead, mine in zip(groups, ranks.deal(costs), strict=True) if mine]
+    collector = _Collector(layer, owned, options)
     experts = layer.mlp.experts if isinstance(getattr(layer.mlp, "experts", None), UnfusedExperts) else None
     if experts is not None:
         experts.observe, experts.calibrate_all = collector.observe, options.calibrate_all_experts
@@ -135,10 +164,10 @@ def _quantize_layer(
     tokens = experts.tokens.tolist() if experts is not None else None
     args = scheme.quantization.weights
     mine = {}
-    for module in owned:
-        expert = _expert_of(module)
-        mine[module] = quantize_module(
-            tensors[f"{module}.weight"], collector.gptq.pop(module), args, options,
+    for lead in owned:
+        expert = _expert_of(lead)
+        mine |= quantize_group(
+            {m: tensors[f"{m}.weight"] for m in groups[lead]}, collector.gptq.pop(lead), args, options,
             tokens[expert] if expert is not None else None,
         )  # fmt: skip
     return ranks.gather(mine), tokens
@@ -168,6 +197,8 @@ def _stats(index: int, results: dict[str, ModuleResult], tensors: dict, tokens: 
 
 def quantize_gptq(request: GPTQRequest) -> Outcome | None:
     """Rank 0 returns the outcome; other ranks return None once rank 0 has written."""
+    if request.options is None:
+        request = replace(request, options=GPTQOptions.for_scheme(request.scheme.name))
     torch.set_num_threads(request.options.threads)
     ranks = init_ranks()
     try:

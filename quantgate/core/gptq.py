@@ -36,16 +36,31 @@ class CalibrationSpec(StrictModel):
 
 class GPTQOptions(StrictModel):
     block_size: int = Field(128, ge=1)
-    # fraction of mean(diag H) added to the diagonal; 0.1, not the usual 0.01: measured better at 3 and 4 bits
-    # on the bundled model (README, GPTQ)
-    dampening: float = Field(0.1, gt=0)
+    # fraction of mean(diag H) added to the diagonal; 0.01 (llm-compressor's) measured better at 4 bits, 0.1 kept
+    # at 3 bits and below (SCHEME_DEFAULTS; docs/gptq.md)
+    dampening: float = Field(0.01, gt=0)
     actorder: Literal["none", "static"] = "static"  # compressed-tensors ActivationOrdering; static == weight
     observer: Literal["minmax", "mse"] = "minmax"  # how the fixed scales are chosen before GPTQ
     min_expert_tokens: int = Field(16, ge=0)  # fewer routed tokens: the expert falls back to RTN
     calibrate_all_experts: bool = False  # every expert's Hessian sees every token (output stays routed)
     routing_weighted: bool = False  # weight each routed token's Hessian term by its routing weight squared
+    # X^T X accumulator: float32 as llm-compressor (equal quality measured, half the accumulation time)
+    hessian_dtype: Literal["float64", "float32"] = "float32"
     batch_size: int = Field(8, ge=1)  # calibration rows per forward
     threads: int = Field(1, ge=1)  # torch threads per process; BLAS reduction order (so the bytes) depends on it
+
+    @classmethod
+    def for_scheme(cls, scheme: str, **given: object) -> GPTQOptions:
+        """A scheme's defaults (SCHEME_DEFAULTS over the field defaults), the options given explicitly on top."""
+        return cls(**(SCHEME_DEFAULTS.get(scheme, {}) | given))
+
+
+# Per-scheme defaults where a setting measured better on one scheme and worse on another
+# (bench/gptq_factors.py, docs/benchmarks/gptq_factors.md; docs/gptq.md "Defaults and why").
+SCHEME_DEFAULTS: dict[str, dict[str, object]] = {
+    "w3a16-g32": {"dampening": 0.1},  # keeps the margin over RTN in held-out perplexity at 3 bits
+    "w2a16-g32": {"dampening": 0.1},  # not measured apart: as at 3 bits
+}
 
 
 class CalibrationSet(StrictModel):

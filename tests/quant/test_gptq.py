@@ -3,6 +3,7 @@ calibration tokens, fallbacks, torchrun with 2 gloo processes, and loading in tr
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -20,11 +21,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from quant.build import Outcome
+from quant.gptq.arguments import add_gptq_arguments, gptq_request
 from quant.gptq.calibration import build_calibration
+from quant.gptq.distributed import Ranks
 from quant.gptq.gptq import GPTQ, ColumnQuantizer, HessianFailure
 from quant.gptq.layerwise import LayerRunner, ShardReader, build_layer, embed, load_config
-from quant.gptq.modules import compress, quantize_module
-from quant.gptq.run import GPTQRequest, quantize_gptq
+from quant.gptq.modules import compress, quantize_group, quantize_module
+from quant.gptq.run import GPTQRequest, input_groups, quantize_gptq
 from quant.rtn import compress_weight, weight_qparams
 from quant.schemes import get_scheme
 from quant.source import load_source
@@ -86,6 +89,53 @@ def test_gptq_lowers_output_error_and_keeps_rtn_scales(actorder: str) -> None:
     ints = unpack_from_int32(packed["weight_packed"], 4, torch.Size(packed["weight_shape"].tolist()))  # [O, I]
     scale = packed["weight_scale"].float().repeat_interleave(32, dim=1)  # [O, I]
     assert torch.equal(ints.float() * scale, result.dequantized)
+
+
+def test_modules_reading_one_input_share_one_hessian_and_one_gptq_run() -> None:
+    modules = [
+        "mlp.experts.0.down_proj", "mlp.experts.0.gate_proj", "mlp.experts.0.up_proj", "mlp.experts.1.up_proj",
+        "self_attn.kv_a_proj_with_mqa", "self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.o_proj",
+    ]  # fmt: skip
+    assert input_groups(modules) == {
+        "mlp.experts.0.down_proj": ("mlp.experts.0.down_proj",),
+        "mlp.experts.0.gate_proj": ("mlp.experts.0.gate_proj", "mlp.experts.0.up_proj"),
+        "mlp.experts.1.up_proj": ("mlp.experts.1.up_proj",),  # its gate_proj is not quantized: its own lead
+        "self_attn.q_a_proj": ("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa"),
+        "self_attn.q_b_proj": ("self_attn.q_b_proj",),
+        "self_attn.o_proj": ("self_attn.o_proj",),
+    }
+    torch.manual_seed(0)
+    gate, up = ((torch.randn(32, 128) * 0.05).bfloat16() for _ in range(2))  # [O, I]
+    gptq = GPTQ(128)
+    gptq.add_batch(torch.randn(512, 128) @ torch.randn(128, 128))
+    together = quantize_group({"gate": gate, "up": up}, gptq, INT4_G32, GPTQOptions(), expert_tokens=None)
+    for name, weight in (("gate", gate), ("up", up)):
+        alone = quantize_module(weight, gptq, INT4_G32, GPTQOptions(), expert_tokens=None)
+        assert torch.allclose(together[name].dequantized, alone.dequantized, atol=1e-6)
+        assert together[name].loss == pytest.approx(alone.loss, rel=1e-5)
+
+
+def test_defaults_are_per_scheme_and_a_given_flag_wins(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_gptq_arguments(parser)
+
+    def options(scheme: str, *flags: str) -> GPTQOptions:
+        return gptq_request(parser.parse_args(list(flags)), tmp_path, get_scheme(scheme), None, None).options
+
+    assert options("w4a16-g128").dampening == options("kimi-k2-thinking-int4").dampening == 0.01
+    assert options("w3a16-g32").dampening == 0.1
+    assert options("w3a16-g32", "--dampening", "0.02").dampening == 0.02
+    assert options("w4a16-g128", "--calibrate-all-experts").calibrate_all_experts
+    assert options("w4a16-g128") == GPTQOptions.for_scheme("w4a16-g128")
+
+
+def test_ranks_deal_every_group_once_by_cost() -> None:
+    costs = [8.0, 1.0, 1.0, 4.0, 4.0, 2.0]
+    shares = [Ranks(rank, 2).deal(costs) for rank in range(2)]
+    assert all(a != b for a, b in zip(*shares, strict=True))  # each item to exactly one rank
+    loads = [sum(c for c, mine in zip(costs, share, strict=True) if mine) for share in shares]
+    assert loads == [10.0, 10.0]
+    assert Ranks(0, 1).deal(costs) == [True] * len(costs)
 
 
 def test_bad_hessian_falls_back_to_rtn() -> None:
