@@ -32,6 +32,7 @@ from harness.suites.lmeval_tasks import (
     precheck,
     resolve,
     scored_rows,
+    scored_samples,
     task_manager,
 )
 from harness.suites.task_files import include_folder, task_files
@@ -146,13 +147,9 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
     for entry in scored:
         for task in entry.tasks if isinstance(entry, ScoredGroup) else (entry,):
             pairs = metric_filter_pairs(results["results"][task.name])
-            task_rows = scored_rows(task, results["samples"][task.name], pairs)
-            logged = sorted(  # the samples scored_rows scored, in its order
-                (s for s in results["samples"][task.name] if s.get("filter", "none") == task.filter),
-                key=lambda s: s["doc_id"],
-            )
+            logged = scored_samples(task, results["samples"][task.name], pairs)
             measures = item_measures(lm, logged, results["configs"][task.name])
-            task_rows = [row | measured for row, measured in zip(task_rows, measures, strict=True)]
+            task_rows = [row | measured for row, measured in zip(scored_rows(task, logged), measures, strict=True)]
             hits = sum(r["correct"] for r in task_rows)
             n = len(task_rows)
             metrics.append(Metric(task.key, hits / n, "higher", binomial_stderr(hits, n), n=n))

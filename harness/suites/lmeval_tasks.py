@@ -162,13 +162,18 @@ def correct(sample: dict[str, Any], task: ScoredTask) -> bool:
     return float(value) == 1.0
 
 
-def scored_rows(task: ScoredTask, samples: list[dict[str, Any]], pairs: list[tuple[str, str]]) -> list[dict]:
-    """One row per document under the task's filter; none is an InputError listing what it has."""
+def scored_samples(task: ScoredTask, samples: list[dict[str, Any]], pairs: list[tuple[str, str]]) -> list[dict]:
+    """lm-eval's logged samples under the task's filter, by document; none is an InputError listing what it has."""
     logged = sorted((s for s in samples if s.get("filter", "none") == task.filter), key=lambda s: s["doc_id"])
     if not logged:
         raise InputError(
             f"tasks: task {task.name}: filter {task.filter!r} yields no samples; it has: {_describe(pairs)}"
         )
+    return logged
+
+
+def scored_rows(task: ScoredTask, logged: list[dict[str, Any]]) -> list[dict]:
+    """One row per sample of `scored_samples`, in its order."""
     return [
         {
             "task": task.name,
