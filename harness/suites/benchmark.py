@@ -34,6 +34,7 @@ from harness.suites.lmeval_tasks import (
     scored_rows,
     scored_samples,
     task_manager,
+    without_environment_probe,
 )
 from harness.suites.task_files import include_folder, task_files
 from quantgate.core.errors import InputError
@@ -126,21 +127,22 @@ def _measure(config: BenchmarkSuiteConfig, lm: Any, out_dir: Path) -> Measuremen
     manager = task_manager([t.name for t in config.tasks], include_folder(config.include_path))
     for task in config.tasks:  # a pair a task's YAML does not have fails before the model runs
         precheck(manager, task.name, task.metric, task.filter)
-    results = simple_evaluate(
-        model=lm,
-        tasks=[task.name for task in config.tasks],
-        task_manager=manager,
-        limit=config.limit,
-        num_fewshot=config.num_fewshot,
-        apply_chat_template=config.apply_chat_template,
-        gen_kwargs=config.gen_kwargs,
-        log_samples=True,
-        bootstrap_iters=0,
-        random_seed=config.seed,
-        numpy_random_seed=config.seed,
-        torch_random_seed=config.seed,
-        fewshot_random_seed=config.seed,
-    )
+    with without_environment_probe():
+        results = simple_evaluate(
+            model=lm,
+            tasks=[task.name for task in config.tasks],
+            task_manager=manager,
+            limit=config.limit,
+            num_fewshot=config.num_fewshot,
+            apply_chat_template=config.apply_chat_template,
+            gen_kwargs=config.gen_kwargs,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=config.seed,
+            numpy_random_seed=config.seed,
+            torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed,
+        )
     rows: list[dict[str, Any]] = []
     metrics: list[Metric] = []
     scored = [resolve(task.name, task.metric, task.filter, results) for task in config.tasks]

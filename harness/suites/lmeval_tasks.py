@@ -15,6 +15,8 @@ its own first pair; a group lm-eval gives no aggregate is an InputError listing 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,31 @@ class ScoredGroup:
     @property
     def key(self) -> str:
         return f"{self.name}/{self.metric}"
+
+
+@contextmanager
+def without_environment_probe() -> Iterator[None]:
+    """Run `simple_evaluate` without the environment probe it appends to its results.
+
+    lm-eval 0.4.13 ends every `simple_evaluate` with `get_git_commit_hash()` (which prints git's
+    "fatal: not a git repository" outside a checkout) and `add_env_info()`, whose torch `collect_env`
+    runs `pip list` in a subprocess: 3 to 25 s per call on these CPUs, for text quantgate never reads
+    (the environment of a measurement is recorded in its own environment.json). Scores are untouched:
+    the probe runs after evaluation. lm-eval's version is still recorded, as its own `add_env_info` does.
+    """
+    import lm_eval.evaluator as evaluator
+
+    def versions_only(storage: dict[str, Any]) -> None:
+        from importlib.metadata import version
+
+        storage.update(lm_eval_version=version("lm_eval"), transformers_version=version("transformers"))
+
+    saved = evaluator.get_git_commit_hash, evaluator.add_env_info
+    evaluator.get_git_commit_hash, evaluator.add_env_info = (lambda: None), versions_only
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash, evaluator.add_env_info = saved
 
 
 def _absolute_data_files(data_files: Any, folder: Path) -> Any:

@@ -112,3 +112,21 @@ def test_lm_eval_flags_are_typed_suite_fields(bundled_model, tmp_path, capsys):
     assert main(argv) == 2
     needs_tasks = "quantgate: error: --limit needs --tasks (a suite file sets it as a field)"
     assert capsys.readouterr().err.strip() == needs_tasks
+
+
+def test_simple_evaluate_runs_without_its_environment_probe(tmp_path, monkeypatch, capfd) -> None:
+    """lm-eval's git and `pip list` probes are skipped (seconds per run, and git's "fatal: not a git
+    repository" outside a checkout); the probe functions are restored afterwards."""
+    import lm_eval.evaluator as evaluator
+
+    from harness.suites.lmeval_tasks import without_environment_probe
+
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    original = evaluator.add_env_info
+    storage: dict = {}
+    with without_environment_probe():
+        assert evaluator.get_git_commit_hash() is None
+        evaluator.add_env_info(storage)
+    assert set(storage) == {"lm_eval_version", "transformers_version"}
+    assert evaluator.add_env_info is original
+    assert "fatal" not in capfd.readouterr().err
