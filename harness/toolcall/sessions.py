@@ -14,7 +14,8 @@ K2's and ChatML-style templates do); a template that does not is refused with an
 Imported call ids that are not Kimi K2's `functions.NAME:IDX` (an endpoint's `call_9f2c`) are rewritten
 to it (IDX counting the calls since the last user message), in the call and in the tool message that
 answers it, so the bundled template renders them as the
-model was trained; arguments given as objects are written as compact JSON strings.
+model was trained; arguments given as objects are written as compact JSON strings, and a tool message
+without `name` gets its call's function name (Kimi K2's template heads the result with it).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Step:
 def _normalised(messages: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """Kimi K2 call ids and string arguments; tool messages follow their calls' new ids."""
     renamed: dict[str, str] = {}
+    names: dict[str, str] = {}  # new call id -> function name
     count = 0
     out = []
     for position, message in enumerate(messages):
@@ -76,6 +78,7 @@ def _normalised(messages: list[dict[str, Any]], where: str) -> list[dict[str, An
                 call_id = str(call.get("id") or "")
                 new_id = call_id if KIMI_CALL_ID.match(call_id) else f"functions.{function['name']}:{count}"
                 renamed[call_id] = new_id
+                names[new_id] = function["name"]
                 count += 1
                 calls.append({"id": new_id, "type": "function",
                               "function": {"name": function["name"], "arguments": arguments}})
@@ -83,6 +86,8 @@ def _normalised(messages: list[dict[str, Any]], where: str) -> list[dict[str, An
             message["content"] = message.get("content") or ""
         elif message["role"] == "tool" and message.get("tool_call_id") in renamed:
             message["tool_call_id"] = renamed[message["tool_call_id"]]
+            if not message.get("name"):  # Kimi K2 heads a result with its function's name, as the model was trained
+                message["name"] = names[message["tool_call_id"]]
         out.append(message)
     return out
 
