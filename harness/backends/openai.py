@@ -281,7 +281,7 @@ class OpenAIBackend:
 
 
 def _api_message(message: dict) -> dict:
-    """The harness's message (tool-call arguments as objects) in the API's shape (arguments as JSON text)."""
+    """The harness's message (tool-call arguments as objects or JSON text) in the API's shape (JSON text)."""
     out = {k: v for k, v in message.items() if k != "tool_calls"}
     if message.get("tool_calls"):
         out["tool_calls"] = [

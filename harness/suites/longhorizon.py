@@ -2,9 +2,9 @@
 
 Sessions (`sessions_file`, harness.toolcall.sessions: generated ones, or recorded agent logs in the same
 OpenAI format) are cut into steps, one per assistant message with tool calls. At every step both models
-see the same history, the recorded one, cut by the context policy (the start with the tool block, then
-the most recent whole messages within `context_tokens`), and are scored along the recorded action in one
-forward pass per step:
+see the same history, the recorded one, cut by the context policy (the start with the tool block and the
+template's default system prompt, then the most recent whole messages within `context_tokens`), and are
+scored along the recorded action in one forward pass per step:
   - agreement: the variant's greedy next token equals the baseline's at every token of the action. Where
     the baseline's greedy decoding reproduces the recorded action (`on_record`, reported), this is exactly
     "the variant's greedy call (name, arguments, end of turn) is the baseline's"; elsewhere it is the same
@@ -68,8 +68,9 @@ class LonghorizonConfig(SuiteConfig):
 
 
 def context_policy(config: LonghorizonConfig) -> str:
-    return (f"per step: BOS, tool block and system messages, then the most recent whole messages with the "
-            f"action within {config.context_tokens} tokens; the same prompt for baseline and variant")
+    return (f"per step: the template's start (tool block, default system prompt) and system messages, then the "
+            f"most recent whole messages with the action within {config.context_tokens} tokens; the same prompt "
+            f"for baseline and variant")
 
 
 def _steps(config: LonghorizonConfig, backend: Backend) -> tuple[list[Step], dict[str, list[dict]], dict[str, int]]:

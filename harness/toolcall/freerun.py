@@ -89,7 +89,10 @@ def _advance(run: _Run, renderer: Renderer, turn: ParsedTurn, text: str, prompt:
         for number, call in enumerate(turn.calls):
             result = (run.environment.call(call.name, call.arguments) if call.name and call.arguments is not None
                       else {"error": call.error or "unreadable call"})
-            run.pieces.append(renderer.message({"role": "tool", "tool_call_id": call.call_id or f"call:{number}",
-                                                "content": json.dumps(result, separators=(",", ":"))}))
+            message = {"role": "tool", "tool_call_id": call.call_id or f"call:{number}",
+                       "content": json.dumps(result, separators=(",", ":"))}
+            if call.name:  # a result is headed by the function's name under Kimi K2's template
+                message["name"] = call.name
+            run.pieces.append(renderer.message(message))
         return
     run.done = not run.send_next_request(renderer)

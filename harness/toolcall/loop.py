@@ -203,14 +203,19 @@ def step(episode: Episode, text: str, parse: Callable[[str], ParsedTurn]) -> Non
             {
                 "id": call_id,
                 "type": "function",
-                "function": {"name": record.name, "arguments": record.arguments},
+                # a JSON string, as OpenAI messages carry it; compact, as the bundled model writes calls
+                "function": {"name": record.name,
+                             "arguments": json.dumps(record.arguments, separators=(",", ":"), ensure_ascii=False)},
             }
         )
         if record.status == "ok":
             result = episode.environment.call(record.name, record.arguments)
         else:
             result = {"error": "; ".join(record.errors)}
-        results.append({"role": "tool", "tool_call_id": call_id, "content": _compact(result)})
+        message = {"role": "tool", "tool_call_id": call_id, "content": _compact(result)}
+        if record.name:  # Kimi K2's template heads a result with the message's name (its tool-call guidance sends it)
+            message["name"] = record.name
+        results.append(message)
     episode.messages.append({"role": "assistant", "content": turn.content, "tool_calls": tool_calls})
     episode.messages.extend(results)
     if episode.steps >= episode.max_steps:

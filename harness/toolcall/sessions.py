@@ -4,16 +4,18 @@ A line is {"id"?, "tools": [OpenAI tool schema], "messages": [...]} (a generated
 agent log: the same shape). A step is one assistant message that makes tool calls; its action is the
 message's tokens as the chat template renders them (calls and the closing end-of-turn token).
 
-Context policy (`step_windows`): a step's prompt is the start of the rendering (BOS, the tool block and
-every system message) followed by the most recent whole messages that fit, so that prompt + action
-<= `context_tokens`; the same prompt for every model. Messages are rendered one at a time and joined,
-which needs a template that renders each message on its own (Kimi K2's and ChatML-style templates do);
-a template that does not is refused with an error naming the session.
+Context policy (`step_windows`): a step's prompt is the start of the rendering (what the template writes
+before the first message: the tool block, and under Kimi K2's template its default system prompt when the
+session does not open with a system message; then every system message) followed by the most recent whole
+messages that fit, so that prompt + action <= `context_tokens`; the same prompt for every model. Messages
+are rendered one at a time and joined, which needs a template that renders each message on its own (Kimi
+K2's and ChatML-style templates do); a template that does not is refused with an error naming the session.
 
 Imported call ids that are not Kimi K2's `functions.NAME:IDX` (an endpoint's `call_9f2c`) are rewritten
 to it (IDX counting the calls since the last user message), in the call and in the tool message that
 answers it, so the bundled template renders them as the
-model was trained; arguments given as objects are written as compact JSON strings.
+model was trained; arguments given as objects are written as compact JSON strings, and a tool message
+without `name` gets its call's function name (Kimi K2's template heads the result with it).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Step:
 def _normalised(messages: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """Kimi K2 call ids and string arguments; tool messages follow their calls' new ids."""
     renamed: dict[str, str] = {}
+    names: dict[str, str] = {}  # new call id -> function name
     count = 0
     out = []
     for position, message in enumerate(messages):
@@ -75,6 +78,7 @@ def _normalised(messages: list[dict[str, Any]], where: str) -> list[dict[str, An
                 call_id = str(call.get("id") or "")
                 new_id = call_id if KIMI_CALL_ID.match(call_id) else f"functions.{function['name']}:{count}"
                 renamed[call_id] = new_id
+                names[new_id] = function["name"]
                 count += 1
                 calls.append({"id": new_id, "type": "function",
                               "function": {"name": function["name"], "arguments": arguments}})
@@ -82,6 +86,8 @@ def _normalised(messages: list[dict[str, Any]], where: str) -> list[dict[str, An
             message["content"] = message.get("content") or ""
         elif message["role"] == "tool" and message.get("tool_call_id") in renamed:
             message["tool_call_id"] = renamed[message["tool_call_id"]]
+            if not message.get("name"):  # Kimi K2 heads a result with its function's name, as the model was trained
+                message["name"] = names[message["tool_call_id"]]
         out.append(message)
     return out
 
@@ -116,20 +122,20 @@ class Renderer:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         one, two = backend.render_chat([_PROBE], None), backend.render_chat([_PROBE, _PROBE], None)
-        width = len(two) - len(one)  # the probe message's tokens
         common = next((i for i, (a, b) in enumerate(zip(one, two, strict=False)) if a != b), len(one))
         self.generation_prompt = one[common:]
         self._offset = len(one) - len(self.generation_prompt)  # start + probe
-        self._start = common - width  # tokens before the first message (BOS)
 
     def message(self, message: dict[str, Any]) -> list[int]:
+        """The message's tokens where it is not the first (no start of the conversation before it)."""
         rendered = self.backend.render_chat([_PROBE, message], None)
         return rendered[self._offset : len(rendered) - len(self.generation_prompt)]
 
-    def head(self, tools: list[dict[str, Any]]) -> list[int]:
-        """BOS and the tool block."""
-        rendered = self.backend.render_chat([_PROBE], tools)
-        return rendered[: len(rendered) - len(self.generation_prompt) - (self._offset - self._start)]
+    def head(self, tools: list[dict[str, Any]], first: dict[str, Any] = _PROBE) -> list[int]:
+        """What the template writes before `first` when it opens the conversation: the tool block, Kimi K2's
+        default system prompt when `first` is not a system message, a BOS for a template that writes one."""
+        rendered = self.backend.render_chat([first], tools)
+        return rendered[: len(rendered) - len(self.generation_prompt) - len(self.message(first))]
 
 
 def fit_prompt(head: list[int], pieces: list[list[int]], prompt_end: list[int], budget: int) -> list[int] | None:
@@ -150,7 +156,7 @@ def fit_prompt(head: list[int], pieces: list[list[int]], prompt_end: list[int], 
 def step_windows(backend: Backend, session: Session, context_tokens: int) -> list[Step]:
     """The session's steps with their prompts under the context policy."""
     renderer = Renderer(backend)
-    head = renderer.head(session.tools)
+    head = renderer.head(session.tools, *session.messages[:1])
     pieces = [renderer.message(m) for m in session.messages]
     probe = session.messages[: min(6, len(session.messages))]
     if backend.render_chat(probe, session.tools) != head + sum(pieces[: len(probe)], []) + renderer.generation_prompt:

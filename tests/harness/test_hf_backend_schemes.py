@@ -11,7 +11,14 @@ import torch
 
 from harness.backends.hf import HFBackend
 
-TEXT = "The river Amber runs past the old mill, and the miller keeps three boats by the bridge."
+# a held-out paragraph (suites/data/tinyk2/heldout_text.jsonl, text-000): text of the model's world, where
+# its NLL is low and a scheme's error shows, not an out-of-world sentence whose NLL is large anyway
+TEXT = (
+    "The zoultriem is a green animal that lives near Bairhonday. Its green coat makes it easy to see in winter. "
+    "The zoultriem sleeps during the day and hunts at night. In winter the young zoultriem stay close to their "
+    "mothers. Some say a zoultriem brings luck to a house. The zoultriem eats grass and drinks from the Thaispel. "
+    "Its call can be heard in the early morning."
+)
 
 
 def _nll(backend: HFBackend) -> float:

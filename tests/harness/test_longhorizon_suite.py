@@ -91,11 +91,26 @@ def test_recorded_trace_import(bundled_backend, tmp_path):
     assert session.messages[1]["tool_calls"][0]["id"] == "functions.get_weather:0"
     assert session.messages[1]["tool_calls"][0]["function"]["arguments"] == '{"city":"Oslo"}'
     assert session.messages[2]["tool_call_id"] == "functions.get_weather:0"
+    assert session.messages[2]["name"] == "get_weather"  # the result is headed by its function, as K2 renders it
     assert session.messages[4]["tool_calls"][0]["id"] == "functions.get_weather:0"  # counted per request
     steps = step_windows(bundled_backend, session, 512)
     assert [s.index for s in steps] == [0, 1]
     text = bundled_backend.tokenizer.decode(steps[1].action)
     assert text.startswith("<|tool_calls_section_begin|>") and '{"city":"Bergen"}' in text
+
+
+def test_the_prompt_starts_as_the_template_starts_the_conversation(tmp_path, bundled_backend):
+    """Kimi K2's default system prompt is in every prompt when the session opens without a system message;
+    a session's own system message replaces it."""
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "functions.get_weather:0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}
+    for first, kimi in (([], True), ([{"role": "system", "content": "Be brief."}], False)):
+        path = tmp_path / "opening.jsonl"
+        path.write_text(json.dumps({"messages": [*first, {"role": "user", "content": "Weather?"}, call]}) + "\n")
+        [step] = step_windows(bundled_backend, read_sessions(path)[0], 512)
+        prompt = bundled_backend.tokenizer.decode(step.prompt)
+        assert ("You are Kimi, an AI assistant created by Moonshot AI." in prompt) == kimi
+        assert ("Be brief." in prompt) != kimi
 
 
 def test_bad_session_lines_name_the_file_and_line(tmp_path, bundled_backend):

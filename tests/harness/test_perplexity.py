@@ -79,10 +79,8 @@ def test_two_bit_drifts_further_than_four_bit(backend, perplexity_suite, tmp_pat
     two, two_vs = _measure(backend("w2a16-g32"), config, tmp_path / "w2", baseline)
     assert two_vs["kl_mean"].value > four_vs["kl_mean"].value > 0
     assert two_vs["kl_mean"].value - 2 * two_vs["kl_mean"].stderr > four_vs["kl_mean"].value
-    assert two_vs["ln_ppl_ratio"].value > four_vs["ln_ppl_ratio"].value
-    perplexity = {
-        bits: {m.name: m.value for m in run.metrics}["perplexity"] for bits, run in [(4, four), (2, two)]
-    }
-    assert perplexity[2] > perplexity[4]
+    # perplexity itself does not order them on these documents (retrained model: ln PPL ratio w2 -0.0026
+    # +- 0.0070, int4 -0.0012 +- 0.0015); the 2-bit variant's per-document changes spread far wider
+    assert two_vs["ln_ppl_ratio"].stderr > 2 * four_vs["ln_ppl_ratio"].stderr
     assert two_vs["same_top1"].value < four_vs["same_top1"].value < 100
     assert two_vs["routing_same_experts_mean"].value < four_vs["routing_same_experts_mean"].value < 1

@@ -111,4 +111,7 @@ def test_training_chats_are_well_formed(corpus: Corpus) -> None:
                 assert call["id"] == f"functions.{name}:{index}"
                 index += 1
                 assert name in declared
-                Draft202012Validator(declared[name]["function"]["parameters"]).validate(arguments)
+                assert arguments == json.dumps(json.loads(arguments), separators=(",", ":"), ensure_ascii=False)
+                Draft202012Validator(declared[name]["function"]["parameters"]).validate(json.loads(arguments))
+            if message["role"] == "tool":  # headed by the function's name, as Kimi K2 renders results
+                assert message["name"] == message["tool_call_id"].split(".", 1)[1].rsplit(":", 1)[0]

@@ -120,7 +120,8 @@ class Dialogue:
         return [{"name": name, "arguments": arguments} for turn in self.turns for name, arguments, _ in turn]
 
     def messages(self, user_text: str, answer: str) -> list[dict[str, Any]]:
-        """OpenAI chat messages: user, (assistant tool_calls, tool results)*, final assistant."""
+        """OpenAI chat messages: user, (assistant tool_calls, tool results)*, final assistant; arguments as
+        compact JSON strings (the template renders a string as given, an object with spaces as K2's does)."""
         messages: list[dict[str, Any]] = [{"role": "user", "content": user_text}]
         index = 0
         for turn in self.turns:
@@ -129,13 +130,15 @@ class Dialogue:
             for name, arguments, result in turn:
                 call_id = f"functions.{name}:{index}"
                 index += 1
+                arguments_json = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
                 calls.append(
-                    {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+                    {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments_json}}
                 )
-                results.append(
+                results.append(  # `name` heads the result, as Kimi K2's tool-call guidance sends it
                     {
                         "role": "tool",
                         "tool_call_id": call_id,
+                        "name": name,
                         "content": json.dumps(result, separators=(",", ":")),
                     }
                 )

@@ -39,7 +39,7 @@ def _bpe_skeleton() -> Tokenizer:
 
 
 def train_tokenizer(documents: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on `documents`; encoding adds [BOS], the chat template adds it itself."""
+    """Train a byte-level BPE on `documents`; encoding adds [BOS]; the chat template emits none, as Kimi K2's."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def training_documents(corpus: Corpus, tokenizer: PreTrainedTokenizerFast) -> list[list[int]]:
-    """Token ids of every training document: [BOS] text [EOS], or a chat rendered by the template."""
+    """Token ids of every training document: [BOS] text [EOS], or a chat rendered by the template (no BOS:
+    Kimi K2's template emits none)."""
     eos = tokenizer.convert_tokens_to_ids(EOS)
     docs = [tokenizer(text)["input_ids"] + [eos] for text in corpus.train_text]
     for chat in corpus.train_chats:

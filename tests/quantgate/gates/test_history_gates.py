@@ -2,7 +2,7 @@
 
 n1 is the plan's first nightly (nothing to compare with: passes and says so); n2 reruns it unchanged
 (identical results, passes); then one routed expert of the INT4 variant is perturbed (its down_proj
-scales x 1.5: KL rises by about 0.001 nats, under every absolute threshold of the plan's INT4 group)
+scales x 1.5: KL rises by 0.0003 nats, under every absolute threshold of the plan's INT4 group)
 and n3, with MLflow unreachable, finds n2 in the local nightly store and fails on the history gate.
 """
 
@@ -123,7 +123,7 @@ def test_a_perturbed_expert_fails_the_history_gate_under_every_absolute_threshol
     absolute = [row for row in outcome.gates.rows if row.gate != "history"]
     assert [row.verdict for row in absolute] == ["pass"] * 3, [(r.metric, r.value) for r in absolute]
     kl = _history_rows(outcome.gates)["ppl.kl_mean"]
-    assert 0.0005 < kl.value - kl.previous < 0.0015  # KL rose by about 0.001 nats/token
+    assert 0.0001 < kl.value - kl.previous < 0.0015  # KL rose by 0.0003 nats/token (retrained model)
     assert kl.verdict == "fail" and not outcome.gates.passed
     assert "significant regression since nightly n2 (local nightly store " in kl.reason  # MLflow unreachable
     assert "changed: checkpoint" in kl.reason and "paired over 16 items" in kl.reason

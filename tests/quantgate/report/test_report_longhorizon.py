@@ -15,13 +15,13 @@ from quantgate.report.plots import longhorizon_survival
 ROOT = Path(__file__).resolve().parents[3]
 # variant: (disagreements of 49 steps, Wilson 95 % low, high, action KL): suites/longhorizon.yaml, float32
 MEASURED = {
-    "kimi-k2-thinking-int4": (18, 0.2467, 0.5073, 0.0013),
-    "kimi-k2-thinking-int4-gptq": (10, 0.1148, 0.3364, 0.0006),
-    "w4a16-g128": (24, 0.3558, 0.6253, 0.0052),
-    "w8a16": (4, 0.0322, 0.1919, 0.0003),
-    "fp8-block": (14, 0.1785, 0.4241, 0.0024),
-    "w3a16-g32": (22, 0.3185, 0.5868, 0.0030),
-    "w2a16-g32": (32, 0.5131, 0.7708, 0.0210),
+    "kimi-k2-thinking-int4": (12, 0.1460, 0.3809, 0.0010),
+    "kimi-k2-thinking-int4-gptq": (11, 0.1302, 0.3588, 0.0008),
+    "w4a16-g128": (20, 0.2822, 0.5475, 0.0067),
+    "w8a16": (2, 0.0113, 0.1371, 0.0002),
+    "fp8-block": (12, 0.1460, 0.3809, 0.0018),
+    "w3a16-g32": (18, 0.2467, 0.5073, 0.0043),
+    "w2a16-g32": (33, 0.5338, 0.7879, 0.0201),
 }
 
 
