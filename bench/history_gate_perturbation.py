@@ -5,7 +5,7 @@ plan's INT4-group thresholds beside history gates): n1 (first: nothing to compar
 identical), then one routed expert's down_proj scales x SCALE (layer 3, expert 5) and n3. Prints and
 records every gate row of n2 and n3: value, previous value, detectable regression, verdict.
 
-    python bench/history_gate_perturbation.py [--documents N] [--scale 1.5] [--record [DIR]]
+    python bench/history_gate_perturbation.py [--documents N] [--scale 2.0] [--record [DIR]]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ gates:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=200, help="held-out documents (the suite has 200)")
-    parser.add_argument("--scale", type=float, default=1.5, help="factor on the expert's down_proj scales")
+    parser.add_argument("--scale", type=float, default=2.0, help="factor on the expert's down_proj scales")
     add_record_argument(parser)
     args = parser.parse_args()
     recording = start_recording("history_gate_perturbation", args.record) if args.record else None
