@@ -55,3 +55,55 @@ def test_drill_reports_each_gate_false_alarm_rate(bundled_model: Path, tmp_path:
 def test_drill_refuses_zero_runs(tmp_path: Path, capsys) -> None:
     assert main(["drill", "--plan", str(tmp_path / "plan.yaml"), "--runs", "0"]) == 2
     assert capsys.readouterr().err.strip().endswith("--runs must be at least 1, got 0")
+
+
+LATENCY = """\
+kind: latency
+version: 3
+batch_sizes: [1]
+prompt_lengths: [16]
+decode_tokens: 2
+warmup: 1
+repeats: 3
+max_cv: 1000  # never unstable here: the test checks what is drilled, not this machine's noise
+"""
+TOOLS_PLAN = """\
+version: 1
+name: drill-latency
+model: {model}
+variants:
+  - {{name: int4, scheme: kimi-k2-thinking-int4, method: rtn, group: int4}}
+suites: [ppl.yaml, lat.yaml]
+gates:
+  - {{metric: ppl.kl_mean, max_value: 0.004}}
+  - {{metric: lat.size_ratio, max_value: 1.0, history: {{}}}}
+"""
+
+
+def test_drill_times_the_baseline_beside_itself_and_judges_candidate_latency_gates(
+    bundled_model: Path, tmp_path: Path, capsys
+) -> None:
+    data = bundled_model.parents[1] / "suites" / "data" / "tinyk2" / "heldout_text.jsonl"
+    (tmp_path / "ppl.yaml").write_text(SUITE.format(data=data))
+    (tmp_path / "lat.yaml").write_text(LATENCY)
+    (tmp_path / "plan.yaml").write_text(TOOLS_PLAN.format(model=bundled_model))
+    out = tmp_path / "drill"
+    main(["drill", "--plan", str(tmp_path / "plan.yaml"), "--threads", "2", "--out", str(out)])
+    written = json.loads((out / "drill.json").read_text())
+    verdicts = {(g["metric"], g["gate"]): g["verdicts"] for g in written["gates"]}
+    # latency only under repeat (its timings at other threads are another measurement); perplexity under all
+    assert verdicts["lat.size_ratio", "max_value 1"] == {"repeat": ["pass"]}
+    assert set(verdicts["ppl.kl_mean", "max_value 0.004"]) == {"repeat", "threads=1", "batch=1"}
+    # history gates on timings are left out (a rerun is never identical), the plan's other threshold kept
+    assert not any(gate.startswith("history") for _, gate in verdicts)
+    candidates = {m: v for (m, g), v in verdicts.items() if g.endswith("(candidate)")}
+    assert set(candidates) == {f"lat.speedup_{p}_high.b1_p16" for p in ("prefill", "decode")}
+    assert {g for (m, g) in verdicts if m == "lat.speedup_decode_high.b1_p16"} == {
+        "min_value 0.5 (candidate)", "min_value 0.9 (candidate)"
+    }
+    speedups = written["speedups"]
+    assert set(speedups) == {"lat.speedup_prefill.b1_p16", "lat.speedup_decode.b1_p16"}
+    assert all(len(runs) == 1 and runs[0][0].isdigit() for runs in speedups.values())  # "1.003 [0.95, 1.06]"
+    printed = capsys.readouterr().out
+    assert "| lat.size_ratio | max_value 1 | 0/1 | - | - | 0% |" in printed  # a copy is exactly as large
+    assert "## Latency side by side" in (out / "drill.md").read_text()
