@@ -2,7 +2,7 @@
 on every gated suite of the plan (latency: the baseline timed beside itself, with candidate speedup gates).
 
     python bench/drill_false_alarms.py [--plan plans/nightly.yaml] [--suite perplexity ...] [--runs 2]
-                                       [--dtype float32] [--record [DIR]]
+                                       [--dtype float32] [--name drill_false_alarms_float32] [--record [DIR]]
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ def main() -> None:
     parser.add_argument("--suite", action="append", default=[], help="drill this suite only (repeatable)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--name", help="the record's file name (default: drill_false_alarms_<dtype>)")
     add_record_argument(parser)
     args = parser.parse_args()
-    name = f"drill_false_alarms_{args.dtype}"
+    name = args.name or f"drill_false_alarms_{args.dtype}"
     recording = start_recording(name, args.record) if args.record else None
 
     from quantgate.nightly.drill import DrillRequest, run_drill, speedup_table, table
@@ -48,7 +49,8 @@ def main() -> None:
         if outcome.speedups:
             columns = ("speedup, baseline beside itself: geometric mean [95 % interval]",
                        *(f"run {i + 1}" for i in range(outcome.runs)))  # fmt: skip
-            tables.append(Table("latency side by side", columns, tuple((k, *v, *[""] * (outcome.runs - len(v))) for k, v in outcome.speedups.items())))
+            padded = ((k, *v, *[""] * (outcome.runs - len(v))) for k, v in outcome.speedups.items())
+            tables.append(Table("latency side by side", columns, tuple(padded)))
         recording.write(
             tables,
             data={"plan": str(args.plan), "suites": args.suite, "runs": args.runs, "dtype": args.dtype,
