@@ -46,7 +46,7 @@ def registered_commands() -> list[Command]:
         ),
         Command(
             name="drill",
-            help="False alarms: a plan's baseline against itself under other threads and batch sizes, per gate.",
+            help="False alarms: a plan's baseline against itself (threads, batch; latency beside itself), per gate.",
             add_arguments=add_drill_arguments,
             run=run_drill_command,
         ),

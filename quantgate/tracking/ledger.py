@@ -9,6 +9,7 @@ then as the reference of some variants (tracking/acceptance.py) are found on the
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -76,10 +77,16 @@ def previous_in_mlflow(store: TrackingStore, plan: Plan, nightly_id: str, dest: 
 
     mlflow = client(store)
 
+    downloaded: dict[str, PreviousNightly] = {}  # run id -> its results, downloaded once
+
     def fetched(parent: Run, accepted: str = "") -> PreviousNightly:
-        earlier = parent.data.tags.get(names.TAG_NIGHTLY, parent.info.run_id)
-        folders = download_results(store, mlflow, parent, plan.suite_names, dest / earlier)
-        return PreviousNightly(earlier, f"MLflow {store.uri}", [read_record(f) for f in folders], accepted)
+        if parent.info.run_id not in downloaded:
+            earlier = parent.data.tags.get(names.TAG_NIGHTLY, parent.info.run_id)
+            folders = download_results(store, mlflow, parent, plan.suite_names, dest / earlier)
+            downloaded[parent.info.run_id] = PreviousNightly(
+                earlier, f"MLflow {store.uri}", [read_record(f) for f in folders]
+            )
+        return dataclasses.replace(downloaded[parent.info.run_id], accepted=accepted)
 
     accepted: dict[str, PreviousNightly] = {}
     for parent in nightlies(mlflow, plan.name):
