@@ -2,7 +2,8 @@
 on every gated suite of the plan (latency: the baseline timed beside itself, with candidate speedup gates).
 
     python bench/drill_false_alarms.py [--plan plans/nightly.yaml] [--suite perplexity ...] [--runs 2]
-                                       [--dtype float32] [--name drill_false_alarms_float32] [--record [DIR]]
+                                       [--dtype float32] [--threads T] [--name drill_false_alarms_float32]
+                                       [--record [DIR]]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--suite", action="append", default=[], help="drill this suite only (repeatable)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, help="the reference's CPU threads (default: torch's)")
     parser.add_argument("--name", help="the record's file name (default: drill_false_alarms_<dtype>)")
     add_record_argument(parser)
     args = parser.parse_args()
@@ -33,7 +35,9 @@ def main() -> None:
     from quantgate.nightly.drill import DrillRequest, run_drill, speedup_table, table
 
     with tempfile.TemporaryDirectory() as tmp:
-        request = DrillRequest(args.plan.resolve(), Path(tmp), args.runs, dtype=args.dtype, suites=tuple(args.suite))
+        request = DrillRequest(
+            args.plan.resolve(), Path(tmp), args.runs, args.threads, dtype=args.dtype, suites=tuple(args.suite)
+        )
         outcome = run_drill(request)
     print(table(outcome), end="")
     print(speedup_table(outcome), end="")
@@ -54,7 +58,7 @@ def main() -> None:
         recording.write(
             tables,
             data={"plan": str(args.plan), "suites": args.suite, "runs": args.runs, "dtype": args.dtype,
-                  "speedups": outcome.speedups},  # fmt: skip
+                  "threads": args.threads, "speedups": outcome.speedups},  # fmt: skip
             notes=notes,
         )
 
