@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.cache import BaselineCache, cache_key
@@ -201,11 +201,24 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
             results = _measure(eval_request(request.out / condition.name / str(run), condition, entries))
             report = evaluate_gates(drilled, baseline + results, history=history)
             for row in report.rows:
+                row = _unstable(row, results) if row.verdict == "missing" else row
                 _count(outcome, row, condition.name, row.metric in candidates)
             for result in results:
                 if kinds[result.suite] == LATENCY:
                     _note_speedups(outcome, result)
     return outcome
+
+
+def _unstable(row: GateRow, results: list[ResultRecord]) -> GateRow:
+    """A latency row without its speedup says why: the pair ratios were unstable (no number)."""
+    suite, name = row.metric.split(".", 1)
+    stem, _, shape = name.partition(".")
+    phase = stem.removeprefix("speedup_").removesuffix("_low").removesuffix("_high").removesuffix("_cv")
+    result = next((r for r in results if r.suite == suite), None)
+    unstable = result.metric(f"unstable_{phase}.{shape}") if result is not None else None
+    if unstable is None:
+        return row
+    return replace(row, reason=f"no {row.metric}: unstable, {unstable.unit} (a nightly reports it missing)")
 
 
 def _note_speedups(outcome: DrillOutcome, result: ResultRecord) -> None:

@@ -66,7 +66,8 @@ prompt_lengths: [16]
 decode_tokens: 2
 warmup: 1
 repeats: 3
-max_cv: 1000  # never unstable here: the test checks what is drilled, not this machine's noise
+max_cv: {max_cv}  # 1000: never unstable; 1e-9 (no retry): always unstable, as on a busy runner
+retries: 0
 """
 LATENCY_PLAN = """\
 version: 1
@@ -74,7 +75,7 @@ name: drill-latency
 model: {model}
 variants:
   - {{name: int4, scheme: kimi-k2-thinking-int4, method: rtn, group: int4}}
-suites: [lat.yaml]
+suites: [lat.yaml, shaky.yaml]
 gates:
   - {{metric: lat.size_ratio, max_value: 1.0, history: {{}}}}
 """
@@ -83,7 +84,8 @@ gates:
 def test_drill_times_the_baseline_beside_itself_and_judges_candidate_latency_gates(
     bundled_model: Path, tmp_path: Path, capsys
 ) -> None:
-    (tmp_path / "lat.yaml").write_text(LATENCY)
+    (tmp_path / "lat.yaml").write_text(LATENCY.format(max_cv=1000))
+    (tmp_path / "shaky.yaml").write_text(LATENCY.format(max_cv=1e-9))
     (tmp_path / "plan.yaml").write_text(LATENCY_PLAN.format(model=bundled_model))
     out = tmp_path / "drill"
     main(["drill", "--plan", str(tmp_path / "plan.yaml"), "--threads", "2", "--out", str(out)])
@@ -94,13 +96,22 @@ def test_drill_times_the_baseline_beside_itself_and_judges_candidate_latency_gat
     # history gates on timings are left out (a rerun is never identical), the plan's other threshold kept
     assert not any(gate.startswith("history") for _, gate in verdicts)
     candidates = {m: v for (m, g), v in verdicts.items() if g.endswith("(candidate)")}
-    assert set(candidates) == {f"lat.speedup_{p}_high.b1_p16" for p in ("prefill", "decode")}
+    phases = ("prefill", "decode")
+    assert set(candidates) == {f"{s}.speedup_{p}_high.b1_p16" for s in ("lat", "shaky") for p in phases}
+    # an unstable speedup has no number: a false alarm, saying why
+    assert all(verdicts[f"shaky.speedup_{p}_high.b1_p16", f"min_value {f} (candidate)"] == {"repeat": ["missing"]}
+               for p in phases for f in (0.5, 0.9))  # fmt: skip
+    reasons = {(a["metric"], a["gate"]): a["reasons"] for a in written["false_alarms"]}
+    assert reasons["shaky.speedup_decode_high.b1_p16", "min_value 0.5 (candidate)"][0].startswith(
+        "repeat: no shaky.speedup_decode_high.b1_p16: unstable, pair ratios' CV "
+    )
     assert {g for (m, g) in verdicts if m == "lat.speedup_decode_high.b1_p16"} == {
         "min_value 0.5 (candidate)", "min_value 0.9 (candidate)"
     }
     speedups = written["speedups"]
-    assert set(speedups) == {"lat.speedup_prefill.b1_p16", "lat.speedup_decode.b1_p16"}
-    assert all(len(runs) == 1 and runs[0][0].isdigit() for runs in speedups.values())  # "1.003 [0.95, 1.06]"
+    assert set(speedups) == {f"{s}.speedup_{p}.b1_p16" for s in ("lat", "shaky") for p in phases}
+    assert all(runs[0][0].isdigit() for s, runs in speedups.items() if s.startswith("lat."))  # "1.003 [0.95, 1.06]"
+    assert all(runs[0].startswith("unstable (pair ratios' CV") for s, runs in speedups.items() if s.startswith("shaky"))
     printed = capsys.readouterr().out
     assert "| lat.size_ratio | max_value 1 | 0/1 | - | - | 0% |" in printed  # a copy is exactly as large
     assert "## Latency side by side" in (out / "drill.md").read_text()
