@@ -77,4 +77,7 @@ def run_accept(args: argparse.Namespace) -> int:
     print(f"nightly {args.nightly} is the history reference of {', '.join(variants)} in plan {plan.name}, "
           f"{accepted.describe()}")  # fmt: skip
     print("recorded in " + "; ".join(written))
+    if parent is None and online:
+        print(f"not in MLflow {store.uri} yet: `quantgate sync` uploads it; history lookups from this state folder "
+              "honour the acceptance meanwhile")  # fmt: skip
     return 0

@@ -70,9 +70,17 @@ def previous_local(state: Path, plan_name: str, nightly_id: str) -> History | No
     return History(None, accepted=accepted) if accepted else None
 
 
-def previous_in_mlflow(store: TrackingStore, plan: Plan, nightly_id: str, dest: Path) -> History | None:
+def previous_in_mlflow(
+    store: TrackingStore,
+    plan: Plan,
+    nightly_id: str,
+    dest: Path,
+    accepted_here: dict[str, list[acceptance.Acceptance]] | None = None,
+) -> History | None:
     """The newest passing nightly of the plan in MLflow other than `nightly_id`, and the nightlies accepted
-    since, their results' files downloaded under `dest`; None when there is neither."""
+    since (by their MLflow tag, or by `accepted_here`: nightly id -> acceptances recorded in the local store,
+    e.g. while the nightly waited in the outbox), their results' files downloaded under `dest`; None when
+    there is neither."""
     from quantgate.tracking.history import download_results, nightlies
 
     mlflow = client(store)
@@ -92,7 +100,8 @@ def previous_in_mlflow(store: TrackingStore, plan: Plan, nightly_id: str, dest: 
     for parent in nightlies(mlflow, plan.name):
         if parent.data.tags.get(names.TAG_NIGHTLY) == nightly_id:
             continue
-        reasons = acceptance.accepted_checkpoints(acceptance.read_run(parent))
+        here = (accepted_here or {}).get(parent.data.tags.get(names.TAG_NIGHTLY, ""), [])
+        reasons = acceptance.accepted_checkpoints(here + acceptance.read_run(parent))
         for checkpoint, why in reasons.items():
             if checkpoint not in accepted:
                 accepted[checkpoint] = fetched(parent, why)
@@ -108,7 +117,8 @@ def find_previous(plan: Plan, nightly_id: str, store: TrackingStore | None, stat
     why = "no tracking store"
     if store is not None and reachable(store):
         try:
-            found = previous_in_mlflow(store, plan, nightly_id, state / "history" / plan.name)
+            here = {entry_id(e): acceptance.read_local(e) for e in entries(state, plan.name)}  # maybe not in MLflow
+            found = previous_in_mlflow(store, plan, nightly_id, state / "history" / plan.name, here)
         except (MlflowException, OSError) as error:
             why = f"tracking server {store.uri} failed ({failure_reason(error)})"
         else:

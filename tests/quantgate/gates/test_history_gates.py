@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from safetensors.torch import load_file, save_file
 
 from quant.build import QuantizeRequest, quantize
@@ -28,7 +29,9 @@ from quantgate.gates.history import History, PreviousNightly
 from quantgate.nightly.matrix import Shard
 from quantgate.nightly.run import NightlyOutcome, NightlyRequest, run_nightly
 from quantgate.plan import load_plan
+from quantgate.tracking.history import nightlies as logged_nightlies
 from quantgate.tracking.ledger import previous_local
+from quantgate.tracking.names import TAG_NIGHTLY
 
 EXPERT_SCALES = "model.layers.3.mlp.experts.5.down_proj.weight_scale"
 SUITE = """\
@@ -159,18 +162,19 @@ def test_a_different_value_under_the_same_identity_is_nondeterminism(nightlies: 
 
 
 def test_an_accepted_nightly_becomes_its_variants_reference(
-    nightlies: Nightlies, mlflow_server: str, closed_port_uri: str, monkeypatch: pytest.MonkeyPatch, capsys
+    nightlies: Nightlies, mlflow_server: str, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """n3 (perturbed expert, failed on the history gate, kept in the outbox and the local store) is accepted
     as intended; n4, the same checkpoint, then compares with n3, not with n2, and says why."""
     folder = nightlies.folder
     monkeypatch.setenv("QUANTGATE_STATE_DIR", str(folder / "state"))
-    assert main(["sync", "--tracking-uri", mlflow_server]) == 0  # n3 reaches MLflow
     accept = ["accept", "--plan", str(folder / "plan.yaml"), "--nightly", "n3", "--reason", "new expert scales"]
-    assert main([*accept, "--variant", "int4", "--tracking-uri", mlflow_server]) == 0
+    # accepted while n3 waits in the outbox: recorded locally, and honoured once n3 reaches MLflow
+    assert main([*accept, "--tracking-uri", mlflow_server]) == 0  # every variant the nightly measured: int4
     printed = capsys.readouterr().out
     assert "nightly n3 is the history reference of int4 in plan history-gates, accepted as the reference " in printed
-    assert f"recorded in MLflow {mlflow_server} (run " in printed and "; local nightly store " in printed
+    assert "recorded in local nightly store " in printed and f"not in MLflow {mlflow_server} yet" in printed
+    assert main(["sync", "--tracking-uri", mlflow_server]) == 0
 
     n4 = _nightly(folder, "n4", mlflow_server)
     assert n4.gates.passed
@@ -179,18 +183,20 @@ def test_an_accepted_nightly_becomes_its_variants_reference(
         assert row.reason.endswith(": new expert scales): same checkpoint, suite, backend and quantgate version")
     assert "accepted as the reference" in (n4.report_dir / "report.md").read_text()
 
-    # MLflow unreachable: the local store says the same; n4 passed after the acceptance, so n5 compares with n4
+    # accepted with MLflow answering: tags on n3's parent run and on the variant's child run
+    assert main([*accept, "--variant", "int4", "--tracking-uri", mlflow_server]) == 0
+    assert f"recorded in MLflow {mlflow_server} (run " in capsys.readouterr().out
+    client = MlflowClient(mlflow_server)
+    parent = next(r for r in logged_nightlies(client, "history-gates") if r.data.tags[TAG_NIGHTLY] == "n3")
+    assert [a["variants"] for a in json.loads(parent.data.tags["quantgate.accepted"])] == [["int4"]]
+
+    # the local store says the same; n4 passed after the acceptance, so n5 compares with n4
     entry = next((folder / "state" / "nightlies" / "history-gates").glob("*-n3"))
-    assert json.loads((entry / "accepted.json").read_text())[0]["variants"] == ["int4"]
+    assert [a["reason"] for a in json.loads((entry / "accepted.json").read_text())] == ["new expert scales"] * 2
     found = previous_local(folder / "state", "history-gates", "n4")
     assert found.previous.nightly_id == "n2" and found.accepted["int4"].nightly_id == "n3"
-    assert previous_local(folder / "state", "history-gates", "n5").previous.nightly_id == "n4"
-    assert previous_local(folder / "state", "history-gates", "n5").accepted == {}
-
-    # without MLflow, the acceptance goes to the local store only
-    assert main([*accept, "--tracking-uri", closed_port_uri]) == 0  # every variant the nightly measured: int4
-    assert "recorded in local nightly store " in capsys.readouterr().out
-    assert len(json.loads((entry / "accepted.json").read_text())) == 2
+    later = previous_local(folder / "state", "history-gates", "n5")
+    assert later.previous.nightly_id == "n4" and later.accepted == {}
 
 
 @pytest.mark.parametrize(
