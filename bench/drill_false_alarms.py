@@ -1,7 +1,9 @@
-"""`quantgate drill` on a plan, recorded: each gate's false alarms under repeat / other threads / batch 1.
+"""`quantgate drill` on a plan, recorded: each gate's false alarms under repeat / other threads / batch 1,
+on every gated suite of the plan (latency: the baseline timed beside itself, with candidate speedup gates).
 
     python bench/drill_false_alarms.py [--plan plans/nightly.yaml] [--suite perplexity ...] [--runs 2]
-                                       [--dtype float32] [--record [DIR]]
+                                       [--dtype float32] [--threads T] [--name drill_false_alarms_float32]
+                                       [--record [DIR]]
 """
 
 from __future__ import annotations
@@ -23,27 +25,40 @@ def main() -> None:
     parser.add_argument("--suite", action="append", default=[], help="drill this suite only (repeatable)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, help="the reference's CPU threads (default: torch's)")
+    parser.add_argument("--name", help="the record's file name (default: drill_false_alarms_<dtype>)")
     add_record_argument(parser)
     args = parser.parse_args()
-    name = f"drill_false_alarms_{args.dtype}"
+    name = args.name or f"drill_false_alarms_{args.dtype}"
     recording = start_recording(name, args.record) if args.record else None
 
-    from quantgate.nightly.drill import DrillRequest, run_drill, table
+    from quantgate.nightly.drill import DrillRequest, run_drill, speedup_table, table
 
     with tempfile.TemporaryDirectory() as tmp:
-        request = DrillRequest(args.plan.resolve(), Path(tmp), args.runs, dtype=args.dtype, suites=tuple(args.suite))
+        request = DrillRequest(
+            args.plan.resolve(), Path(tmp), args.runs, args.threads, dtype=args.dtype, suites=tuple(args.suite)
+        )
         outcome = run_drill(request)
     print(table(outcome), end="")
+    print(speedup_table(outcome), end="")
     rows = []
     for metric, gate in outcome.verdicts:
         counts = [outcome.alarms((metric, gate), c) for c in outcome.conditions]
         alarms, runs = sum(a for a, _ in counts), sum(n for _, n in counts)
-        rows.append((metric, gate, *(f"{a}/{n}" for a, n in counts), f"{alarms / runs:.0%}" if runs else "–"))
+        cells = (f"{a}/{n}" if n else "–" for a, n in counts)
+        rows.append((metric, gate, *cells, f"{alarms / runs:.0%}" if runs else "–"))
     if recording:
         notes = [f"{m} {g}: {r}" for (m, g), reasons in outcome.reasons.items() for r in reasons] or ["no false alarm"]
+        tables = [Table("false alarms / runs", ("metric", "gate", *outcome.conditions, "rate"), tuple(rows))]
+        if outcome.speedups:
+            columns = ("speedup, baseline beside itself: geometric mean [95 % interval]",
+                       *(f"run {i + 1}" for i in range(outcome.runs)))  # fmt: skip
+            padded = ((k, *v, *[""] * (outcome.runs - len(v))) for k, v in outcome.speedups.items())
+            tables.append(Table("latency side by side", columns, tuple(padded)))
         recording.write(
-            [Table("false alarms / runs", ("metric", "gate", *outcome.conditions, "rate"), tuple(rows))],
-            data={"plan": str(args.plan), "suites": args.suite, "runs": args.runs, "dtype": args.dtype},
+            tables,
+            data={"plan": str(args.plan), "suites": args.suite, "runs": args.runs, "dtype": args.dtype,
+                  "threads": args.threads, "speedups": outcome.speedups},  # fmt: skip
             notes=notes,
         )
 

@@ -30,6 +30,7 @@ def registered_commands() -> list[Command]:
     from harness.cli import add_eval_arguments, run_eval
     from harness.serve import add_serve_arguments, run_serve
     from quant.cli import add_inspect_arguments, add_quantize_arguments, run_inspect, run_quantize
+    from quantgate.commands.accept import add_accept_arguments, run_accept
     from quantgate.commands.drill import add_drill_arguments, run_drill_command
     from quantgate.commands.gate import add_gate_arguments, run_gate
     from quantgate.commands.nightly import add_nightly_arguments, run_nightly_command
@@ -45,7 +46,7 @@ def registered_commands() -> list[Command]:
         ),
         Command(
             name="drill",
-            help="False alarms: a plan's baseline against itself under other threads and batch sizes, per gate.",
+            help="False alarms: a plan's baseline against itself (threads, batch; latency beside itself), per gate.",
             add_arguments=add_drill_arguments,
             run=run_drill_command,
         ),
@@ -84,6 +85,12 @@ def registered_commands() -> list[Command]:
             help="Gate a nightly and write its report (Markdown, HTML with plots), from local results or MLflow.",
             add_arguments=add_report_arguments,
             run=run_report,
+        ),
+        Command(
+            name="accept",
+            help="Accept an intended change: a nightly becomes the history gates' reference for its variants.",
+            add_arguments=add_accept_arguments,
+            run=run_accept,
         ),
         Command(
             name="compare",

@@ -18,13 +18,19 @@ quantgate's pipelines are deterministic, so two cases:
 No previous passing nightly (the first one), or one without this variant or metric: the row passes and
 says there was nothing to compare with. Where the previous nightly comes from (MLflow, or the local
 nightly store when MLflow cannot be reached) is the caller's business (quantgate/finish.py).
+
+**Accepted references.** A deliberate change (a new quantization default) fails the history gate until
+a nightly passes with it. `quantgate accept` records that a nightly's values of some variants are
+intended (tracking/acceptance.py); for those variants the reference is then the newest nightly that
+passed or was accepted for them, whichever is newer (`History.reference`), and every row compared with
+an accepted nightly says so, with when, by whom and why.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,14 +48,24 @@ class PreviousNightly:
     nightly_id: str
     source: str  # where it was read: "MLflow <uri>" or "local nightly store <folder>"
     results: list[ResultRecord]  # with their folders (samples.jsonl, environment.json)
+    accepted: str = ""  # a reference because it was accepted: "accepted <when> by <who>: <reason>"
+
+    def describe(self) -> str:
+        where = f"nightly {self.nightly_id} ({self.source}"
+        return f"{where}; {self.accepted})" if self.accepted else f"{where})"
 
 
 @dataclass(frozen=True)
 class History:
-    """What the history gates compare with: the previous passing nightly, or why there is none."""
+    """What the history gates compare with: the previous passing nightly, or why there is none, and
+    per checkpoint a nightly accepted as its reference since then."""
 
     previous: PreviousNightly | None
     note: str = ""  # without a previous nightly: why (first nightly of the plan, none passed, ...)
+    accepted: dict[str, PreviousNightly] = field(default_factory=dict)  # checkpoint -> newer accepted nightly
+
+    def reference(self, checkpoint: str) -> PreviousNightly | None:
+        return self.accepted.get(checkpoint, self.previous)
 
 
 @dataclass(frozen=True)
@@ -132,10 +148,10 @@ def regression_test(
 def judge_history(
     current: ResultRecord, metric: Metric, history: History | None, rule: HistoryThreshold
 ) -> HistoryVerdict:
-    if history is None or history.previous is None:
+    nightly = history.reference(current.variant) if history is not None else None
+    if history is None or nightly is None:
         note = history.note if history is not None else "no history was looked up"
         return HistoryVerdict(True, f"nothing to compare with: {note}", None, None)
-    nightly = history.previous
     previous = next(
         (r for r in nightly.results if r.variant == current.variant and r.suite == current.suite), None
     )
@@ -143,9 +159,9 @@ def judge_history(
     if previous is None or before is None:
         what = f"{current.suite}.{metric.name} of {current.variant}"
         return HistoryVerdict(
-            True, f"nothing to compare with: previous passing nightly {nightly.nightly_id} has no {what}", None, None
+            True, f"nothing to compare with: {nightly.describe()} has no {what}", None, None
         )
-    since = f"nightly {nightly.nightly_id} ({nightly.source})"
+    since = nightly.describe()
     changed = _changed(fingerprint(current), fingerprint(previous))
     if not changed:
         same_items = _same_items(items(current, metric.name), items(previous, metric.name))

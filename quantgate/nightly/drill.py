@@ -1,17 +1,27 @@
 """`quantgate drill`: how often each gate of a plan cries wolf. The baseline is measured against itself
 under other settings that leave the model the same, N times each, and judged by every gate of the plan;
-every failing row is a false alarm.
+every row that does not pass (a failure, or a value the suite could not give) is a false alarm.
 
 The reference is the baseline measured once under the plan's default settings (as the nightly measures
-it). A copy of the same checkpoint ("drill") is then measured against it:
+it). A copy of the same checkpoint ("drill") is then measured against it, per suite under the conditions
+that suite can vary (`Condition.applies`; the table shows "-" elsewhere):
   - `reference`: once under the same settings, not counted: what the history gates compare with;
-  - `repeat`:    the same settings again (a deterministic backend gives identical bytes);
-  - `threads=T`: another CPU thread count (another order of floating-point reductions);
-  - `batch=B`:   another batch size (other padding and matrix shapes).
+  - `repeat`:    the same settings again (a deterministic backend gives identical bytes); every suite;
+  - `threads=T`: another CPU thread count (another order of floating-point reductions); every suite but
+                 latency, whose timings at other threads are another measurement, not the same one;
+  - `batch=B`:   another batch size (other padding and matrix shapes); suites with a `batch_size`
+                 (perplexity, benchmark); tool-call and long-horizon suites run one conversation at a time.
+Latency suites are drilled under `repeat`: the copy is timed beside the baseline (ABAB pairs, as the
+nightly times every variant), so each speedup is the baseline's against itself and should be 1. Besides
+the plan's own latency gates, every speedup is judged by candidate gates of the form the plan's header
+proposes, "not significantly slower than F x the baseline" (`speedup_<phase>_high.<shape> >= F` for F in
+LATENCY_FACTORS): an unstable speedup (no number) is a false alarm, as a nightly would report it missing.
+History gates on latency metrics are left out: timings are never identical, so a rerun would be called
+nondeterministic; they are not meaningful there.
 `--dtype bfloat16` runs the whole drill in bfloat16, baseline included. bfloat16 against float32 is not a
 condition: it is another model numerically (KL about 1e-3 on the bundled model), a real change the gates
-should see, not a false alarm. Latency suites (timings, and size against BF16) are left out. The vLLM
-backend is not drilled here.
+should see, not a false alarm. Serving-latency suites (endpoint backends) and the vLLM backend are not
+drilled here.
 
 Each condition's copy is compared with the reference baseline through the baseline cache: the drill's
 private cache holds the reference under the key of each condition's settings, so the copy under
@@ -23,11 +33,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.cache import BaselineCache, cache_key
 from harness.evaluate import EvalRequest, backend_settings, evaluate
+from harness.suites.base import SuiteConfig
 from harness.suites.loader import load_suite
 from quantgate.core.checkpoint import checkpoint_identity
 from quantgate.core.errors import InputError
@@ -39,7 +50,10 @@ from quantgate.nightly.run import suite_ref
 from quantgate.plan import Gate, Plan, PlanVariant, load_plan
 
 DRILL = "drill"  # the copy's results folder name
-NOT_DRILLED = ("latency", "serving_latency")
+NOT_DRILLED = ("serving_latency",)
+LATENCY = "latency"
+LATENCY_FACTORS = (0.5, 0.9)  # candidate gates: speedup's 95 % high end >= F (not significantly slower than F x)
+CANDIDATE = " (candidate)"  # marks the drill's own latency gates in the table
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,13 @@ class Condition:
     name: str
     threads: int
     batch_size: int | None = None  # None: each suite's own
+    threads_changed: bool = False
+
+    def applies(self, config: SuiteConfig) -> bool:
+        """Whether this condition varies anything for a suite of this config (module doc)."""
+        if self.batch_size is not None:
+            return "batch_size" in type(config).model_fields
+        return not (self.threads_changed and config.kind == LATENCY)
 
 
 @dataclass(frozen=True)
@@ -67,24 +88,47 @@ class DrillOutcome:
     verdicts: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
     reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # the false alarms' reasons
 
+    # latency: "<suite>.speedup_<phase>.<shape>" -> one entry per run: "1.02 [0.97, 1.08]" or "unstable (...)"
+    speedups: dict[str, list[str]] = field(default_factory=dict)
+
     def alarms(self, key: tuple[str, str], condition: str) -> tuple[int, int]:
+        """(false alarms, runs) of a gate under a condition; a row that is not "pass" is a false alarm."""
         verdicts = self.verdicts[key].get(condition, [])
-        return sum(v == "fail" for v in verdicts), len(verdicts)
+        return sum(v != "pass" for v in verdicts), len(verdicts)
 
 
 def conditions(threads: int) -> list[Condition]:
     other = 1 if threads > 1 else 2
-    return [Condition("repeat", threads), Condition(f"threads={other}", other), Condition("batch=1", threads, 1)]
+    return [
+        Condition("repeat", threads), Condition(f"threads={other}", other, threads_changed=True),
+        Condition("batch=1", threads, 1),
+    ]  # fmt: skip
 
 
-def drill_plan(plan: Plan, entries: list[str], names: list[str]) -> Plan:
-    """The plan's gates on the drilled suites (plan entries, and their suite names), each once and for
-    every group, on the one copy."""
+def latency_candidates(suite: str, config: SuiteConfig) -> list[Gate]:
+    """Candidate latency gates: each shape's and phase's speedup not significantly below F x the baseline."""
+    from harness.suites.latency import PHASES
+
+    return [
+        Gate(metric=f"{suite}.speedup_{phase}_high.b{batch}_p{length}", min_value=factor)
+        for batch in config.batch_sizes for length in config.prompt_lengths for phase in PHASES
+        for factor in LATENCY_FACTORS
+    ]  # fmt: skip
+
+
+def drill_plan(plan: Plan, entries: list[str], configs: list[SuiteConfig]) -> Plan:
+    """The plan's gates on the drilled suites (plan entries, and their configs), each once and for every
+    group, on the one copy; on latency suites without history gates and with the candidate gates."""
+    names = [c.name for c in configs]
     gates: list[Gate] = []
     for gate in plan.gates:
         copy = gate.model_copy(update={"groups": None})
-        if gate.suite in names and copy not in gates:
+        timing = configs[names.index(gate.suite)].kind == LATENCY if gate.suite in names else False
+        if timing and copy.history is not None:
+            copy = copy.model_copy(update={"history": None}) if len(copy.thresholds()) > 1 else None
+        if gate.suite in names and copy is not None and copy not in gates:
             gates.append(copy)
+    gates += [g for c in configs if c.kind == LATENCY for g in latency_candidates(c.name, c) if g not in gates]
     if not gates:
         raise InputError(f"the plan has no gates on the drilled suites ({', '.join(names)})")
     variant = PlanVariant(name=DRILL, path=str(plan.model), group=DRILL, checkpoint=DRILL)
@@ -92,10 +136,10 @@ def drill_plan(plan: Plan, entries: list[str], names: list[str]) -> Plan:
     return plan.model_copy(update=update)
 
 
-def _alias_reference(cache: Path, identity: str, suites: list[str], reference: EvalRequest, other: EvalRequest) -> None:
+def _alias_reference(cache: Path, identity: str, reference: EvalRequest, other: EvalRequest) -> None:
     """Make the drill's cache answer `other`'s settings with the baseline measured under `reference`'s."""
     store = BaselineCache(cache)
-    for suite in suites:
+    for suite in other.suites:
         config = load_suite(suite)
         resolved = {c: config.model_copy(update={"batch_size": r.batch_size})
                     if r.batch_size is not None and "batch_size" in type(config).model_fields else config
@@ -126,40 +170,75 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
     ]
     if not chosen:
         raise InputError(f"--suite: none of {list(request.suites)} is a drillable suite of the plan {plan.suite_names}")
-    suites = [suite_ref(request.plan_path, e) for e in chosen]
-    drilled = drill_plan(plan, chosen, [configs[e].name for e in chosen])
+    drill_plan(plan, chosen, [configs[e] for e in chosen])  # the plan has gates on them, else an input error
     threads = request.threads or torch.get_num_threads()
     cache, identity = request.out / "cache", checkpoint_identity(plan.model)
 
-    def eval_request(out: Path, condition: Condition, models: bool = True) -> EvalRequest:
+    def eval_request(out: Path, condition: Condition, entries: list[str], models: bool = True) -> EvalRequest:
         return EvalRequest(
-            models=[plan.model] if models else [], model_names=[DRILL] if models else None, suites=suites, out=out,
-            cache_dir=cache, baseline=plan.model, threads=condition.threads, batch_size=condition.batch_size,
-            dtype=request.dtype, write_baseline=not models,
+            models=[plan.model] if models else [], model_names=[DRILL] if models else None,
+            suites=[suite_ref(request.plan_path, e) for e in entries], out=out, cache_dir=cache, baseline=plan.model,
+            threads=condition.threads, batch_size=condition.batch_size, dtype=request.dtype, write_baseline=not models,
         )  # fmt: skip
 
     default = Condition("reference", threads)
-    evaluate(eval_request(request.out / "baseline", default, models=False))
+    evaluate(eval_request(request.out / "baseline", default, chosen, models=False))
     baseline = read_results(request.out / "baseline")
-    reference = _measure(eval_request(request.out / "reference", default))
+    untimed = [e for e in chosen if configs[e].kind != LATENCY]  # what history gates compare (module doc)
+    reference = _measure(eval_request(request.out / "reference", default, untimed)) if untimed else []
     history = History(PreviousNightly("reference", "drill reference run", reference))
+    kinds = {configs[e].name: configs[e].kind for e in chosen}
     outcome = DrillOutcome([c.name for c in conditions(threads)], request.runs)
     for condition in conditions(threads):
-        aliased = eval_request(request.out, condition)
-        _alias_reference(cache, identity, suites, eval_request(request.out, default), aliased)
+        entries = [e for e in chosen if condition.applies(configs[e])]
+        if not entries:
+            continue
+        drilled = drill_plan(plan, entries, [configs[e] for e in entries])
+        candidates = {g.metric for g in drilled.gates} - {g.metric for g in plan.gates}
+        _alias_reference(cache, identity, eval_request(request.out, default, entries),
+                         eval_request(request.out, condition, entries))  # fmt: skip
         for run in range(request.runs):
-            results = _measure(eval_request(request.out / condition.name / str(run), condition))
+            results = _measure(eval_request(request.out / condition.name / str(run), condition, entries))
             report = evaluate_gates(drilled, baseline + results, history=history)
             for row in report.rows:
-                _count(outcome, row, condition.name)
+                row = _unstable(row, results) if row.verdict == "missing" else row
+                _count(outcome, row, condition.name, row.metric in candidates)
+            for result in results:
+                if kinds[result.suite] == LATENCY:
+                    _note_speedups(outcome, result)
     return outcome
 
 
-def _count(outcome: DrillOutcome, row: GateRow, condition: str) -> None:
+def _unstable(row: GateRow, results: list[ResultRecord]) -> GateRow:
+    """A latency row without its speedup says why: the pair ratios were unstable (no number)."""
+    suite, name = row.metric.split(".", 1)
+    stem, _, shape = name.partition(".")
+    phase = stem.removeprefix("speedup_").removesuffix("_low").removesuffix("_high").removesuffix("_cv")
+    result = next((r for r in results if r.suite == suite), None)
+    unstable = result.metric(f"unstable_{phase}.{shape}") if result is not None else None
+    if unstable is None:
+        return row
+    return replace(row, reason=f"no {row.metric}: unstable, {unstable.unit} (a nightly reports it missing)")
+
+
+def _note_speedups(outcome: DrillOutcome, result: ResultRecord) -> None:
+    """Each side-by-side speedup of a latency result (the baseline against itself), or why it has none."""
+    for metric in result.comparison or []:
+        stem, _, shape = metric.name.partition(".")
+        if stem.startswith("unstable_"):
+            key = f"{result.suite}.speedup_{stem.removeprefix('unstable_')}.{shape}"
+            outcome.speedups.setdefault(key, []).append(f"unstable ({metric.unit})")
+        elif stem.startswith("speedup_") and not stem.endswith(("_low", "_high", "_cv")):
+            low, high = (result.metric(f"{stem}_{end}.{shape}") for end in ("low", "high"))
+            interval = f" [{low.value:.3f}, {high.value:.3f}]" if low is not None and high is not None else ""
+            outcome.speedups.setdefault(f"{result.suite}.{metric.name}", []).append(f"{metric.value:.3f}{interval}")
+
+
+def _count(outcome: DrillOutcome, row: GateRow, condition: str, candidate: bool = False) -> None:
     """One verdict of a gate: its metric, and its kind with its threshold (a plan may gate a metric at
-    several thresholds, one per group)."""
+    several thresholds, one per group); the drill's own latency gates are marked as candidates."""
     threshold = f"p<{row.threshold:g}" if row.gate in ("history", "no_significant_regression") else f"{row.threshold:g}"
-    key = (row.metric, f"{row.gate} {threshold}")
+    key = (row.metric, f"{row.gate} {threshold}{CANDIDATE if candidate else ''}")
     outcome.verdicts.setdefault(key, {}).setdefault(condition, []).append(row.verdict)
     if row.verdict != "pass":
         outcome.reasons.setdefault(key, []).append(f"{condition}: {row.reason}")
@@ -173,9 +252,19 @@ def table(outcome: DrillOutcome) -> str:
         cells, alarms, total = [], 0, 0
         for condition in outcome.conditions:
             failed, runs = outcome.alarms(key, condition)
-            cells.append(f"{failed}/{runs}")
+            cells.append(f"{failed}/{runs}" if runs else "-")
             alarms, total = alarms + failed, total + runs
         lines.append("| " + " | ".join([*key, *cells, f"{alarms / total:.0%}" if total else "-"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def speedup_table(outcome: DrillOutcome) -> str:
+    """Markdown: each latency speedup of the baseline against itself per run, with its 95 % interval."""
+    if not outcome.speedups:
+        return ""
+    header = ["speedup (baseline / itself)", *(f"run {i + 1}" for i in range(outcome.runs))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([name, *runs]) + " |" for name, runs in outcome.speedups.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -186,6 +275,7 @@ def write_outcome(outcome: DrillOutcome, request: DrillRequest) -> Path:
     text = (
         f"# quantgate drill: {request.plan_path.name}, {request.runs} run(s) per condition, {request.dtype}\n\n"
         + table(outcome)
+        + ("\n## Latency side by side\n\n" + speedup_table(outcome) if outcome.speedups else "")
         + ("\n## False alarms\n\n" + "\n".join(notes) + "\n" if notes else "\nNo false alarm.\n")
     )
     (request.out / "drill.md").write_text(text)
@@ -193,6 +283,7 @@ def write_outcome(outcome: DrillOutcome, request: DrillRequest) -> Path:
         "plan": str(request.plan_path), "runs": request.runs, "dtype": request.dtype, "conditions": outcome.conditions,
         "gates": [{"metric": m, "gate": g, "verdicts": v} for (m, g), v in outcome.verdicts.items()],
         "false_alarms": [{"metric": m, "gate": g, "reasons": r} for (m, g), r in outcome.reasons.items()],
+        "speedups": outcome.speedups,
     }  # fmt: skip
     (request.out / "drill.json").write_text(json.dumps(data, indent=2) + "\n")
     return request.out / "drill.md"

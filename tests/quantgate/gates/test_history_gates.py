@@ -3,7 +3,8 @@
 n1 is the plan's first nightly (nothing to compare with: passes and says so); n2 reruns it unchanged
 (identical results, passes); then one routed expert of the INT4 variant is perturbed (its down_proj
 scales x 2: KL rises by 0.0011 nats, under every absolute threshold of the plan's INT4 group)
-and n3, with MLflow unreachable, finds n2 in the local nightly store and fails on the history gate.
+and n3, with MLflow unreachable, finds n2 in the local nightly store and fails on the history gate; accepted
+as intended (`quantgate accept`), n3 becomes the reference of its variant for n4.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from safetensors.torch import load_file, save_file
 
 from quant.build import QuantizeRequest, quantize
 from quant.schemes import get_scheme
+from quantgate.cli import main
 from quantgate.core.checkpoint import MANIFEST_NAME
 from quantgate.core.record import RESULT_FILE, read_record
 from quantgate.gates.evaluate import GateReport, GateRow, evaluate
@@ -26,6 +29,9 @@ from quantgate.gates.history import History, PreviousNightly
 from quantgate.nightly.matrix import Shard
 from quantgate.nightly.run import NightlyOutcome, NightlyRequest, run_nightly
 from quantgate.plan import load_plan
+from quantgate.tracking.history import nightlies as logged_nightlies
+from quantgate.tracking.ledger import previous_local
+from quantgate.tracking.names import TAG_NIGHTLY
 
 EXPERT_SCALES = "model.layers.3.mlp.experts.5.down_proj.weight_scale"
 SCALE = 2.0  # on the expert's scales
@@ -155,3 +161,61 @@ def test_a_different_value_under_the_same_identity_is_nondeterminism(nightlies: 
         "nondeterminism: same checkpoint, suite, backend and quantgate version as nightly n2 (test), but value "
     )
     assert rows["ppl.perplexity"].verdict == "pass"  # unchanged values stay identical
+
+
+def test_an_accepted_nightly_becomes_its_variants_reference(
+    nightlies: Nightlies, mlflow_server: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """n3 (perturbed expert, failed on the history gate, kept in the outbox and the local store) is accepted
+    as intended; n4, the same checkpoint, then compares with n3, not with n2, and says why."""
+    folder = nightlies.folder
+    monkeypatch.setenv("QUANTGATE_STATE_DIR", str(folder / "state"))
+    accept = ["accept", "--plan", str(folder / "plan.yaml"), "--nightly", "n3", "--reason", "new expert scales"]
+    # accepted while n3 waits in the outbox: recorded locally, and honoured once n3 reaches MLflow
+    assert main([*accept, "--tracking-uri", mlflow_server]) == 0  # every variant the nightly measured: int4
+    printed = capsys.readouterr().out
+    assert "nightly n3 is the history reference of int4 in plan history-gates, accepted as the reference " in printed
+    assert "recorded in local nightly store " in printed and f"not in MLflow {mlflow_server} yet" in printed
+    assert main(["sync", "--tracking-uri", mlflow_server]) == 0
+
+    n4 = _nightly(folder, "n4", mlflow_server)
+    assert n4.gates.passed
+    for row in _history_rows(n4.gates).values():
+        assert row.reason.startswith(f"identical to nightly n3 (MLflow {mlflow_server}; accepted as the reference 20")
+        assert row.reason.endswith(": new expert scales): same checkpoint, suite, backend and quantgate version")
+    assert "accepted as the reference" in (n4.report_dir / "report.md").read_text()
+
+    # accepted with MLflow answering: tags on n3's parent run and on the variant's child run
+    assert main([*accept, "--variant", "int4", "--tracking-uri", mlflow_server]) == 0
+    assert f"recorded in MLflow {mlflow_server} (run " in capsys.readouterr().out
+    client = MlflowClient(mlflow_server)
+    parent = next(r for r in logged_nightlies(client, "history-gates") if r.data.tags[TAG_NIGHTLY] == "n3")
+    assert [a["variants"] for a in json.loads(parent.data.tags["quantgate.accepted"])] == [["int4"]]
+
+    # the local store says the same; n4 passed after the acceptance, so n5 compares with n4
+    entry = next((folder / "state" / "nightlies" / "history-gates").glob("*-n3"))
+    assert [a["reason"] for a in json.loads((entry / "accepted.json").read_text())] == ["new expert scales"] * 2
+    found = previous_local(folder / "state", "history-gates", "n4")
+    assert found.previous.nightly_id == "n2" and found.accepted["int4"].nightly_id == "n3"
+    later = previous_local(folder / "state", "history-gates", "n5")
+    assert later.previous.nightly_id == "n4" and later.accepted == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--nightly", "n9", "--reason", "x"], "--nightly n9: no nightly of plan history-gates with this id in MLflow"),
+        (["--nightly", "n3", "--reason", " "], "--reason: say why the change is intended"),
+        (["--nightly", "n3", "--reason", "x", "--variant", "int8"], "unknown variant 'int8'"),
+    ],
+)
+def test_accept_refuses_what_it_cannot_record(
+    nightlies: Nightlies, closed_port_uri: str, monkeypatch: pytest.MonkeyPatch, capsys, extra: list[str], error: str
+) -> None:
+    monkeypatch.setenv("QUANTGATE_STATE_DIR", str(nightlies.folder / "state"))
+    entry = next((nightlies.folder / "state" / "nightlies" / "history-gates").glob("*-n3"))
+    before = (entry / "accepted.json").read_bytes() if (entry / "accepted.json").exists() else None
+    args = ["accept", "--plan", str(nightlies.folder / "plan.yaml"), *extra, "--tracking-uri", closed_port_uri]
+    assert main(args) == 2
+    assert error in capsys.readouterr().err
+    assert ((entry / "accepted.json").read_bytes() if (entry / "accepted.json").exists() else None) == before
