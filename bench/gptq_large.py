@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             base = "llm-compressor" if tool == "llm-compressor" else "quantgate"
             row = {
                 "tool": tool, "repeat": repeat, "returncode": measured.returncode, "wall_s": measured.wall_s,
-                "peak_rss_mb": measured.peak_rss_bytes / 2**20, "peak_anon_mb": measured.peak_tree_anon_bytes / 2**20,
-                "load_at_start": load,
+                "cpu_s": measured.cpu_s, "peak_rss_mb": measured.peak_rss_bytes / 2**20,
+                "peak_anon_mb": measured.peak_tree_anon_bytes / 2**20, "load_at_start": load,
                 "import_s": imports[base].wall_s, "measurement": measured.as_dict(),
             }  # fmt: skip
             if tool == "llm-compressor" and measured.returncode == 0:
@@ -180,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             f"({config['num_hidden_layers']} layers, {config['n_routed_experts']} routed experts, "
             f"top {config['num_experts_per_tok']}), calibration "
             f"{args.samples} x {args.length} tokens, {args.threads} thread(s) per process",
-            ("run", "repeat", "wall s", "peak RSS MB", "peak anon MB", "import s", "import share", "load at start"),
+            ("run", "repeat", "wall s", "CPU s", "peak RSS MB", "peak anon MB", "import s", "import share",
+             "load at start"),
             [
-                (r["tool"], r["repeat"], f"{r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['peak_anon_mb']:.0f}",
+                (r["tool"], r["repeat"], f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                 f"{r['peak_anon_mb']:.0f}",
                  f"{r['import_s']:.1f}",
                  f"{100 * r['import_s'] / r['wall_s']:.1f} %", f"{r['load_at_start']:.1f}")
                 for r in runs
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ranks = median(f"quantgate {args.ranks} ranks", "wall_s")
     if ours and peer:
         notes.append(f"wall time quantgate / llm-compressor (medians): {ours / peer:.3f} (target <= 0.5)")
+        cpu = median("quantgate", "cpu_s") / median("llm-compressor", "cpu_s")
+        notes.append(f"CPU time quantgate / llm-compressor (medians; less affected by the machine's load): {cpu:.3f}")
         rss = median("quantgate", "peak_rss_mb") / median("llm-compressor", "peak_rss_mb")
         notes.append(f"peak RSS quantgate / llm-compressor (medians): {rss:.3f} (target <= 1)")
     threaded = median(f"quantgate {args.ranks * args.threads} threads", "wall_s")
@@ -202,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         rss = median(f"quantgate {args.ranks} ranks", "peak_rss_mb") / median("llm-compressor", "peak_rss_mb")
         notes.append(f"peak RSS quantgate {args.ranks} ranks (all ranks together) / llm-compressor: {rss:.3f}")
     if ours and ranks:
+        cpu = median(f"quantgate {args.ranks} ranks", "cpu_s") / median("quantgate", "cpu_s")
+        notes.append(f"CPU time of {args.ranks} ranks (all together) / 1 process: {cpu:.2f}")
         notes.append(f"speed-up of {args.ranks} ranks over 1 process, {args.threads} thread(s) each: "
                      f"{ours / ranks:.2f}")  # fmt: skip
     if threaded and ranks:
