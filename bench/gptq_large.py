@@ -4,16 +4,19 @@ A synthetic-weight checkpoint with DeepSeek-V3 / Kimi K2's layout and tensor nam
 (bench/make_synthetic_moe.py, --size-gb, --layers) is quantized with GPTQ by
   - quantgate (`quantgate quantize --method gptq`, one process),
   - llm-compressor 0.14's GPTQModifier oneshot (bench/llmcompressor_gptq_peer.py in its own venv),
-  - quantgate under `torchrun --nproc-per-node N` (gloo),
+  - quantgate under `torchrun --nproc-per-node N` (gloo), --threads each,
+  - quantgate in one process with N x --threads threads (the same cores as the N ranks; not the
+    ranks' bytes: BLAS reductions depend on the thread count),
 on the same calibration token ids (quantgate's calibration set, written to JSON for the peer);
 the calibration activations are the synthetic model's own forward. Same scheme, ignore list,
 block size, dampening, actorder, observer and expert calibration (quantgate's defaults for the
-scheme, given to the peer); one torch thread per process. The runs are interleaved (quantgate,
-llm-compressor, quantgate N ranks, then again per repeat) so that a change in the machine's load
+scheme, given to the peer); --threads torch threads per process. The runs are interleaved (quantgate,
+llm-compressor, quantgate N ranks, quantgate N x threads, then again per repeat) so that a change in the machine's load
 falls on all of them. Each run is measured by bench/measure.py (wall time and peak RSS of the
 process tree). The import time of each tool (a process that only imports what the run imports)
 is measured beside it, to show that the algorithm, not the start-up, is what is timed. The
-single-process and N-rank quantgate outputs are compared byte for byte.
+single-process and N-rank quantgate outputs are compared byte for byte. Peak RSS counts file pages
+mapped into the process as well as anonymous memory (peak anon MB: the latter alone).
 
     ~/.cache/quantgate/tox/test/bin/python bench/gptq_large.py [--size-gb 1.2] [--layers 4]
         [--scheme kimi-k2-thinking-int4] [--samples 8] [--length 128] [--repeats 1] [--ranks 2]
@@ -120,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
              "-m", "quantgate.cli", *flags],
             env,
         ),
+        f"quantgate {args.ranks * args.threads} threads": (
+            [sys.executable, "-m", "quantgate.cli", *flags[:-1], str(args.ranks * args.threads)],
+            {**env, "OMP_NUM_THREADS": str(args.ranks * args.threads)},
+        ),
     }  # fmt: skip
     imports = {
         "quantgate": run_measured([sys.executable, "-c", QUANTGATE_IMPORTS], work / "import-quantgate.log", env=env),
@@ -138,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             base = "llm-compressor" if tool == "llm-compressor" else "quantgate"
             row = {
                 "tool": tool, "repeat": repeat, "returncode": measured.returncode, "wall_s": measured.wall_s,
-                "peak_rss_mb": measured.peak_rss_bytes / 2**20, "load_at_start": load,
+                "cpu_s": measured.cpu_s, "peak_rss_mb": measured.peak_rss_bytes / 2**20,
+                "peak_anon_mb": measured.peak_tree_anon_bytes / 2**20, "load_at_start": load,
                 "import_s": imports[base].wall_s, "measurement": measured.as_dict(),
             }  # fmt: skip
             if tool == "llm-compressor" and measured.returncode == 0:
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             error = f"  ERROR {row['error'][-300:]!r}" if "error" in row else ""
             print(f"{tool:22} repeat {repeat}: {measured.wall_s:8.1f} s, peak RSS {row['peak_rss_mb']:7.0f} MB, "
                   f"load {load:.1f}{error}", flush=True)  # fmt: skip
-            if tool.startswith("quantgate") and tool not in kept and measured.returncode == 0:
+            if tool in ("quantgate", f"quantgate {args.ranks} ranks") and tool not in kept and measured.returncode == 0:
                 kept[tool] = out
             else:
                 shutil.rmtree(out, ignore_errors=True)
@@ -172,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             f"({config['num_hidden_layers']} layers, {config['n_routed_experts']} routed experts, "
             f"top {config['num_experts_per_tok']}), calibration "
             f"{args.samples} x {args.length} tokens, {args.threads} thread(s) per process",
-            ("run", "repeat", "wall s", "peak RSS MB", "import s", "import share", "load at start"),
+            ("run", "repeat", "wall s", "CPU s", "peak RSS MB", "peak anon MB", "import s", "import share",
+             "load at start"),
             [
-                (r["tool"], r["repeat"], f"{r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['import_s']:.1f}",
+                (r["tool"], r["repeat"], f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                 f"{r['peak_anon_mb']:.0f}",
+                 f"{r['import_s']:.1f}",
                  f"{100 * r['import_s'] / r['wall_s']:.1f} %", f"{r['load_at_start']:.1f}")
                 for r in runs
             ],
@@ -185,10 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     ranks = median(f"quantgate {args.ranks} ranks", "wall_s")
     if ours and peer:
         notes.append(f"wall time quantgate / llm-compressor (medians): {ours / peer:.3f} (target <= 0.5)")
+        cpu = median("quantgate", "cpu_s") / median("llm-compressor", "cpu_s")
+        notes.append(f"CPU time quantgate / llm-compressor (medians; less affected by the machine's load): {cpu:.3f}")
         rss = median("quantgate", "peak_rss_mb") / median("llm-compressor", "peak_rss_mb")
         notes.append(f"peak RSS quantgate / llm-compressor (medians): {rss:.3f} (target <= 1)")
+    threaded = median(f"quantgate {args.ranks * args.threads} threads", "wall_s")
+    if peer and ranks:
+        notes.append(f"wall time quantgate {args.ranks} ranks / llm-compressor (medians): {ranks / peer:.3f}")
+        rss = median(f"quantgate {args.ranks} ranks", "peak_rss_mb") / median("llm-compressor", "peak_rss_mb")
+        notes.append(f"peak RSS quantgate {args.ranks} ranks (all ranks together) / llm-compressor: {rss:.3f}")
     if ours and ranks:
-        notes.append(f"wall time quantgate 1 process / {args.ranks} ranks: {ours / ranks:.2f}")
+        cpu = median(f"quantgate {args.ranks} ranks", "cpu_s") / median("quantgate", "cpu_s")
+        notes.append(f"CPU time of {args.ranks} ranks (all together) / 1 process: {cpu:.2f}")
+        notes.append(f"speed-up of {args.ranks} ranks over 1 process, {args.threads} thread(s) each: "
+                     f"{ours / ranks:.2f}")  # fmt: skip
+    if threaded and ranks:
+        notes.append(f"speed-up of {args.ranks} ranks over 1 process with {args.ranks * args.threads} threads "
+                     f"(the same cores): {threaded / ranks:.2f}")  # fmt: skip
     if identical is not None:
         notes.append(f"quantgate 1 process and {args.ranks} ranks wrote byte-identical checkpoints: {identical}")
     notes.append(f"options: {options.model_dump()}")

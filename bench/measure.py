@@ -5,11 +5,13 @@
 - `cold_read`: read files from a dropped cache in 16 MiB chunks with 1 or more parallel streams.
 - `fsync_write`: write incompressible bytes to a file and fsync it, timed until fsync returns.
 - `cold_start`: a command's wall time from a dropped page cache (a tool's interpreter and imports).
-- `run_measured`: run a command; its wall time, the time of the `sync` after it (its output made
-  durable), and its peak resident memory from /proc/PID/status every 50 ms: the sum of VmRSS over
-  its process tree (and of RssAnon, without mmapped files and libraries), and each process's
-  VmHWM, the kernel's own high-water mark, which sampling cannot miss. (wait4's ru_maxrss is not
-  used: a child started by vfork+exec inherits its parent's high-water mark, here the benchmark's.)
+- `run_measured`: run a command; its wall time, its CPU time (user + system, its whole tree as
+  reaped: contention on a shared machine changes it much less than wall time), the time of the
+  `sync` after it (its output made durable), and its peak resident memory from /proc/PID/status
+  every 50 ms: the sum of VmRSS over its process tree (and of RssAnon, without mmapped files and
+  libraries), and each process's VmHWM, the kernel's own high-water mark, which sampling cannot
+  miss. (wait4's ru_maxrss is not used: a child started by vfork+exec inherits its parent's
+  high-water mark, here the benchmark's.)
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class RunMeasurement:
     sum_process_hwm_bytes: int  # VmHWM summed over the tree's processes: an upper bound of the tree's peak
     processes: int  # distinct processes seen in the tree
     samples: int
+    cpu_s: float = 0.0  # user + system CPU time of the command and the children it waited for (os.times)
 
     @property
     def durable_s(self) -> float:
@@ -169,6 +172,7 @@ def run_measured(
     command: list[str], log: Path, cwd: Path | None = None, env: dict | None = None
 ) -> RunMeasurement:
     """Run `command` (stdout and stderr to `log`) and measure it; see the module docstring."""
+    before = os.times()
     with log.open("wb") as out:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
@@ -178,6 +182,7 @@ def run_measured(
         wall = time.perf_counter() - start
         sampler.stop.set()
         sampler.join()
+    after = os.times()
     start = time.perf_counter()
     os.sync()
     sync_s = time.perf_counter() - start
@@ -192,4 +197,5 @@ def run_measured(
         sum_process_hwm_bytes=sum(sampler.hwm.values()),
         processes=len(sampler.hwm),
         samples=sampler.samples,
+        cpu_s=(after.children_user - before.children_user) + (after.children_system - before.children_system),
     )

@@ -28,16 +28,20 @@ class Ranks:
     def writer(self) -> bool:
         return self.rank == 0
 
-    def deal(self, costs: list[float]) -> list[bool]:
-        """Which of the work items (in their order) this rank takes: the costliest first, each to the least
-        loaded rank (the lowest on a tie). Deterministic in the costs and the world size only."""
+    def owners(self, costs: list[float]) -> list[int]:
+        """The rank of each work item (in their order): the costliest first, each to the least loaded rank
+        (the lowest on a tie). Deterministic in the costs and the world size only."""
         load = [0.0] * self.world
         owner = [0] * len(costs)
         for item in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
             rank = min(range(self.world), key=lambda r: (load[r], r))
             owner[item] = rank
             load[rank] += costs[item]
-        return [o == self.rank for o in owner]
+        return owner
+
+    def deal(self, costs: list[float]) -> list[bool]:
+        """Which of the work items (in their order) this rank takes (`owners`)."""
+        return [o == self.rank for o in self.owners(costs)]
 
     def gather(self, mine: dict) -> dict:
         """Merge every rank's dict (keys are disjoint) into one, on every rank."""

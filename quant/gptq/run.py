@@ -113,75 +113,159 @@ def input_groups(modules: list[str]) -> dict[str, tuple[str, ...]]:
     return {lead: (lead, *sorted(set(members) - {lead}, key=_natural)) for lead, members in groups.items()}
 
 
-def _cost(weights: list[torch.Tensor]) -> float:
+def _cost(layer: torch.nn.Module, members: tuple[str, ...]) -> float:
     """GPTQ's work for a group, roughly: factorizing the [I, I] Hessian and updating the stacked rows."""
-    columns = weights[0].shape[1]
-    return float(columns**3 + sum(w.shape[0] for w in weights) * columns**2)
+    columns = layer.get_submodule(members[0]).in_features
+    return float(columns**3 + sum(layer.get_submodule(m).out_features for m in members) * columns**2)
+
+
+def work_units(groups: dict[str, tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The layer's groups (by lead) as the units dealt over the ranks: a routed expert's groups together (its
+    down_proj's input needs its own gate_proj and up_proj as read from the checkpoint), every other group
+    alone; in the groups' order."""
+    units: dict[object, list[str]] = {}
+    for lead in groups:
+        expert = _expert_of(lead)
+        units.setdefault(lead if expert is None else expert, []).append(lead)
+    return [tuple(unit) for unit in units.values()]
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """One module's result as the ranks share it: its packed tensors (rank 0 writes them), its weight as
+    transformers will decode it (the source dtype) and its figures for the report."""
+
+    packed: dict[str, torch.Tensor] | None
+    decoded: torch.Tensor | None
+    loss: float
+    fallback: str | None
+    dampening: float
+    change: float  # sum of (dequantized - source weight)^2
+    norm: float  # sum of source weight^2
+
+
+def _finish(result: ModuleResult, weight: torch.Tensor, compressed_scheme) -> Quantized:
+    return Quantized(
+        packed=compress(result, compressed_scheme), decoded=result.dequantized.to(weight.dtype), loss=result.loss,
+        fallback=result.fallback, dampening=result.dampening,
+        change=float((result.dequantized - weight.float()).square().sum()), norm=float(weight.float().square().sum()),
+    )  # fmt: skip
+
+
+def _experts(layer: torch.nn.Module) -> UnfusedExperts | None:
+    experts = getattr(getattr(layer, "mlp", None), "experts", None)
+    return experts if isinstance(experts, UnfusedExperts) else None
+
+
+@dataclass
+class _Layer:
+    """One decoder layer being quantized: the built layer, its non-expert tensors in the source dtype
+    (in-memory names), its quantizable modules grouped by input."""
+
+    layer: torch.nn.Module
+    tensors: dict[str, torch.Tensor]
+    groups: dict[str, tuple[str, ...]]
+    scheme: Scheme
+    options: GPTQOptions
+    compressed_scheme: object
+
+    def weight(self, module: str) -> torch.Tensor:
+        expert = _expert_of(module)
+        if expert is None:
+            return self.tensors[f"{module}.weight"]
+        return _experts(self.layer).weight(expert, module.rsplit(".", 1)[1])
+
+    def set_weight(self, module: str, decoded: torch.Tensor) -> None:
+        """The quantized module, as transformers will decode it (source dtype; float32 outside the experts)."""
+        expert = _expert_of(module)
+        if expert is None:
+            self.layer.get_submodule(module).weight.data = decoded.float()
+        else:
+            _experts(self.layer).set_weight(expert, module.rsplit(".", 1)[1], decoded)
+
+    def quantize_unit(self, unit: tuple[str, ...], hessians: dict[str, GPTQ], tokens: list[int] | None) -> dict:
+        """GPTQ (or the fallback) for a unit's groups. A routed expert's Hessians are accumulated here, from
+        its recorded inputs, and its weights read now: one expert's Hessians and source weights at a time."""
+        expert = _expert_of(unit[0])
+        if expert is not None:
+            experts = _experts(self.layer)
+            experts.load(expert)
+            dtype = getattr(torch, self.options.hessian_dtype)
+            hessians = {lead: GPTQ(self.layer.get_submodule(lead).in_features, dtype) for lead in unit}
+
+            def observe(index: int, projection: str, inputs: torch.Tensor, weights: torch.Tensor | None) -> None:
+                accumulator = hessians.get(f"{EXPERT_PREFIX}{index}.{projection}")
+                if accumulator is not None:
+                    accumulator.add_batch(inputs, weights if self.options.routing_weighted else None)
+
+            down = f"{EXPERT_PREFIX}{expert}.down_proj" in hessians
+            experts.calibrate(expert, observe, self.options.calibrate_all_experts, inner=down)
+        out = {}
+        for lead in unit:
+            weights = {m: self.weight(m) for m in self.groups[lead]}
+            results = quantize_group(
+                weights, hessians.pop(lead), self.scheme.quantization.weights, self.options,
+                tokens[expert] if expert is not None else None,
+            )  # fmt: skip
+            out |= {m: _finish(r, weights[m], self.compressed_scheme) for m, r in results.items()}
+        return out
 
 
 class _Collector:
-    """Hessian accumulators for this rank's input groups of one layer (keyed by lead), fed by hooks and by
-    the experts."""
+    """Hessian accumulators for this rank's groups outside the routed experts (keyed by lead), fed by
+    forward pre-hooks."""
 
     def __init__(self, layer: torch.nn.Module, leads: list[str], options: GPTQOptions) -> None:
-        self.routing_weighted = options.routing_weighted
         dtype = getattr(torch, options.hessian_dtype)
         self.gptq = {m: GPTQ(layer.get_submodule(m).in_features, dtype) for m in leads}
         self.hooks = [
             layer.get_submodule(m).register_forward_pre_hook(lambda _mod, args, m=m: self.gptq[m].add_batch(args[0]))
             for m in leads
-            if _expert_of(m) is None
         ]
-
-    def observe(self, expert: int, projection: str, inputs: torch.Tensor, weights: torch.Tensor | None) -> None:
-        accumulator = self.gptq.get(f"{EXPERT_PREFIX}{expert}.{projection}")
-        if accumulator is not None:
-            accumulator.add_batch(inputs, weights if self.routing_weighted else None)
 
     def close(self) -> None:
         for hook in self.hooks:
             hook.remove()
 
 
-def _quantize_layer(
-    layer: torch.nn.Module, modules: list[str], hidden: torch.Tensor, runner: LayerRunner, tensors: dict,
-    scheme: Scheme, options: GPTQOptions, ranks: Ranks,
-) -> tuple[dict[str, ModuleResult], list[int] | None]:  # fmt: skip
-    groups = input_groups(modules)
-    costs = [_cost([tensors[f"{m}.weight"] for m in members]) for members in groups.values()]
-    owned = [lead for lead, mine in zip(groups, ranks.deal(costs), strict=True) if mine]
-    collector = _Collector(layer, owned, options)
-    experts = layer.mlp.experts if isinstance(getattr(layer.mlp, "experts", None), UnfusedExperts) else None
+def _quantize_layer(work: _Layer, hidden: torch.Tensor, runner: LayerRunner, ranks: Ranks,
+                    ) -> tuple[dict[str, Quantized], list[int] | None]:  # fmt: skip
+    """Quantizes the layer's modules and puts their decoded weights into it; returns the results (in the
+    groups' order, without the decoded weights; packed tensors on rank 0 only) and the routed tokens."""
+    layer, groups = work.layer, work.groups
+    units = work_units(groups)
+    owners = ranks.owners([sum(_cost(layer, groups[lead]) for lead in unit) for unit in units])
+    mine = [unit for unit, owner in zip(units, owners, strict=True) if owner == ranks.rank]
+    collector = _Collector(layer, [unit[0] for unit in mine if _expert_of(unit[0]) is None], work.options)
+    experts = _experts(layer)
     if experts is not None:
-        experts.observe, experts.calibrate_all = collector.observe, options.calibrate_all_experts
+        experts.recording = []
         experts.tokens.zero_()
     try:
-        runner.run(layer, hidden)  # Hessian pass
+        runner.run(layer, hidden)  # statistics pass: Hessians outside the experts, the experts' inputs recorded
     finally:
         collector.close()
-        if experts is not None:
-            experts.observe = None
     tokens = experts.tokens.tolist() if experts is not None else None
-    args = scheme.quantization.weights
-    mine = {}
-    for lead in owned:
-        expert = _expert_of(lead)
-        mine |= quantize_group(
-            {m: tensors[f"{m}.weight"] for m in groups[lead]}, collector.gptq.pop(lead), args, options,
-            tokens[expert] if expert is not None else None,
-        )  # fmt: skip
-    return ranks.gather(mine), tokens
+    done: dict[str, Quantized] = {}
+    # in rounds, one unit per rank each, so that a rank holds one unit's results of every rank at a time
+    for round_ in range(max(owners.count(rank) for rank in range(ranks.world))):
+        results = work.quantize_unit(mine[round_], collector.gptq, tokens) if round_ < len(mine) else {}
+        for module, result in ranks.gather(results).items():
+            work.set_weight(module, result.decoded)
+            done[module] = replace(result, decoded=None, packed=result.packed if ranks.writer else None)
+    if experts is not None:
+        experts.recording = None
+    return {m: done[m] for lead in groups for m in groups[lead]}, tokens
 
 
-def _stats(index: int, results: dict[str, ModuleResult], tensors: dict, tokens: list[int] | None,
-           options: GPTQOptions) -> LayerStats:  # fmt: skip
+def _stats(index: int, results: dict[str, Quantized], tokens: list[int] | None, options: GPTQOptions) -> LayerStats:
     fallbacks: dict[str, list[str]] = {}
     for module, result in sorted(results.items(), key=lambda kv: _natural(kv[0])):
         if result.fallback:
             fallbacks.setdefault(result.fallback, []).append(module)
     worst = max(results, key=lambda m: (results[m].loss, m), default=None)
-    change = sum(float((r.dequantized - tensors[f"{m}.weight"].float()).square().sum()) for m, r in results.items())
-    norm = sum(float(tensors[f"{m}.weight"].float().square().sum()) for m in results)
+    change = sum(r.change for r in results.values())
+    norm = sum(r.norm for r in results.values())
     return LayerStats(
         layer=index,
         quantized_modules=len(results),
@@ -254,25 +338,27 @@ def _run_layers(source, scheme: Scheme, quantized: frozenset[str], ids: torch.Te
     if scratch is not None:
         (scratch / LAYER_DIR).mkdir(parents=True)
     for index in range(config.num_hidden_layers):
-        tensors = reader.layer_tensors(index)  # layer-local on-disk names
-        layer = build_layer(config, source.family, index, tensors)
+        tensors = reader.layer_tensors(index, experts=False)  # layer-local on-disk names; experts read as needed
+        layer = build_layer(config, source.family, index, tensors, reader)
         modules = _layer_modules(quantized, index, names)
         if modules:
             in_memory = {names.tensor_in_memory(n): t for n, t in tensors.items()}
-            results, tokens = _quantize_layer(layer, list(modules), hidden, runner, in_memory, scheme, options, ranks)
-            for module, result in results.items():  # the quantized layer, as transformers will decode it (bf16)
-                decoded = result.dequantized.to(in_memory[f"{module}.weight"].dtype)
-                layer.get_submodule(module).weight.data = decoded.float()
+            work = _Layer(layer, in_memory, input_groups(list(modules)), scheme, options, compressed_scheme)
+            results, tokens = _quantize_layer(work, hidden, runner, ranks)
             results = {modules[m]: r for m, r in results.items()}  # on-disk names from here on
             if scratch is not None:
                 prefix = layer_prefix(index)
                 packed = {
                     f"{prefix}{module}.{name}": tensor
                     for module, result in results.items()
-                    for name, tensor in compress(result, compressed_scheme).items()
+                    for name, tensor in result.packed.items()
                 }
                 save_file(packed, scratch / LAYER_DIR / f"layer-{index:05d}.safetensors")
-                stats.append(_stats(index, results, tensors, tokens, options))
+                stats.append(_stats(index, results, tokens, options))
+            del work, results, in_memory
+        experts = _experts(layer)
+        for expert in range(experts.num_experts if experts is not None else 0):
+            experts.load(expert)  # what is not quantized here, as it is in the checkpoint
         hidden = runner.run(layer, hidden)  # the next layer's input, from quantized weights
         del layer, tensors
     return stats

@@ -10,23 +10,25 @@ and reported as a fallback. Written into `.NAME.tmp-PID`, renamed into place at 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from compressed_tensors.compressors import ModelCompressor
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from quant.build import TMP_MARKER, TOOLS, Outcome
-from quant.gptq.layerwise import ShardReader
+from quant.gptq.layerwise import ShardReader, read_tensor
 from quant.rtn import compress_weight
 from quant.schemes import Scheme
 from quant.select import module_of
 from quant.source import SourceCheckpoint
+from quant.stream import DTYPES, Entry, ShardWriter, nbytes_of, read_header
 from quantgate import __version__
 from quantgate.core.checkpoint import CONFIG_NAME, INDEX_NAME, sha256_file
 from quantgate.core.errors import InputError
@@ -89,46 +91,52 @@ def prepare_target(target: Target) -> Outcome | None:
     return None
 
 
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
 def write_checkpoint(
     source: SourceCheckpoint, scheme: Scheme, quantized: frozenset[str], target: Target, report: GPTQReport
 ) -> Outcome:
     scratch = target.scratch
     compressed_scheme = scheme.quantization.model_copy(update={"format": scheme.format.value})
-    packs = {p: safe_open(p, framework="pt") for p in sorted((scratch / LAYER_DIR).glob("*.safetensors"))}
-    by_module: dict[str, dict[str, object]] = {}  # module -> {packed tensor name: its pack}
-    for handle in packs.values():
-        for name in handle.keys():
-            by_module.setdefault(name.rsplit(".", 1)[0], {})[name] = handle
+    by_module: dict[str, dict[str, tuple[Path, Entry]]] = {}  # module -> {packed tensor name: (pack, entry)}
+    for pack in sorted((scratch / LAYER_DIR).glob("*.safetensors")):
+        for entry in read_header(pack)[1]:
+            by_module.setdefault(entry.name.rsplit(".", 1)[0], {})[entry.name] = (pack, entry)
     weight_map: dict[str, str] = {}
     outside = 0
     totals = {"source": 0, "quantized_source": 0, "quantized_bytes": 0, "output": 0}
     reader = ShardReader(source)  # a block-FP8 source's weights dequantized, its scales left out
     for shard in source.shards:
-        output: dict[str, torch.Tensor] = {}
+        # name -> (dtype, shape, how to get it): laid out up front, then written one tensor at a time
+        output: dict[str, tuple[torch.dtype, tuple[int, ...], Callable[[], torch.Tensor]]] = {}
         for info in source.shard_tensors(shard):
-            name, tensor = info.name, reader.get(info.name)
-            totals["source"] += tensor.numel()
+            name, numel = info.name, math.prod(info.shape)
+            totals["source"] += numel
             if name not in quantized:
-                output[name] = tensor
+                dtype = torch.bfloat16 if source.is_fp8(name) else DTYPES[info.dtype]
+                output[name] = (dtype, info.shape, partial(reader.get, name))
                 continue
             module = module_of(name)
-            totals["quantized_source"] += tensor.numel()
+            totals["quantized_source"] += numel
             if module in by_module:
-                compressed = {n: h.get_tensor(n) for n, h in sorted(by_module[module].items())}
+                packs = by_module[module].items()
+                compressed = {n: (e.dtype, e.shape, partial(read_tensor, p, e)) for n, (p, e) in packs}
             else:  # outside the decoder layers: RTN
                 outside += 1
-                compressed = {f"{module}.{k}": v for k, v in compress_weight(tensor, compressed_scheme).items()}
-            for out_name, value in compressed.items():
-                output[out_name] = value
-                totals["quantized_bytes"] += _nbytes(value)
-        save_file(output, scratch / shard, metadata=SAFETENSORS_METADATA)
-        totals["output"] += sum(_nbytes(t) for t in output.values())
+                values = compress_weight(reader.get(name), compressed_scheme)
+                compressed = {
+                    f"{module}.{k}": (v.dtype, tuple(v.shape), partial(torch.clone, v)) for k, v in values.items()
+                }
+            output |= compressed
+            totals["quantized_bytes"] += sum(nbytes_of(dtype, shape) for dtype, shape, _ in compressed.values())
+        totals["output"] += sum(nbytes_of(dtype, shape) for dtype, shape, _ in output.values())
+        writer = ShardWriter(scratch / shard, [(n, d, s) for n, (d, s, _) in output.items()], SAFETENSORS_METADATA)
+        try:
+            for out_name, (_, _, get) in output.items():
+                writer.write(out_name, get())
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
         weight_map.update({name: shard for name in output})
-    packs.clear()
     shutil.rmtree(scratch / LAYER_DIR)
     index = {"metadata": {"total_size": totals["output"]}, "weight_map": dict(sorted(weight_map.items()))}
     (scratch / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -192,6 +192,7 @@ def test_run_measured_sees_the_child_memory(tmp_path: Path) -> None:
     assert measured.peak_rss_bytes >= 150_000_000
     assert measured.max_process_hwm_bytes >= 150_000_000 and measured.processes == 1
     assert measured.wall_s >= 0.5 and measured.durable_s >= measured.wall_s
+    assert 0 < measured.cpu_s < measured.wall_s  # the child's CPU time, not its sleep
 
 
 def test_marginal_throughput_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

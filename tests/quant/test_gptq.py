@@ -176,9 +176,20 @@ def test_layerwise_forward_matches_transformers_and_experts_see_their_routed_tok
 
     layer = build_layer(config, family, 1, reader.layer_tensors(1))
     experts = layer.mlp.experts
-    captured: dict[tuple[int, str], torch.Tensor] = {}
-    experts.observe = lambda e, proj, x, _w: captured.__setitem__((e, proj), x.clone())
     routed_out = runner.run(layer, inputs_of_layer_1)
+    # the experts read one at a time (as quantization does) compute the same
+    lazy = build_layer(config, family, 1, reader.layer_tensors(1, experts=False), reader)
+    assert lazy.mlp.experts.weight(0, "gate_proj").is_meta
+    for expert in range(config.n_routed_experts):
+        lazy.mlp.experts.load(expert)
+    assert torch.equal(runner.run(lazy, inputs_of_layer_1), routed_out)
+    experts.recording = []
+    runner.run(layer, inputs_of_layer_1)  # records the experts' inputs
+    captured: dict[tuple[int, str], torch.Tensor] = {}
+
+    def observe(e: int, proj: str, x: torch.Tensor, _w) -> None:
+        captured[(e, proj)] = x.clone()
+
     with torch.no_grad():
         attn_out = inputs_of_layer_1 + layer.self_attn(
             layer.input_layernorm(inputs_of_layer_1), attention_mask=None,
@@ -186,15 +197,13 @@ def test_layerwise_forward_matches_transformers_and_experts_see_their_routed_tok
         )[0]  # fmt: skip
         mlp_in = layer.post_attention_layernorm(attn_out).reshape(-1, config.hidden_size)  # [N, H]
         _, _, top_k = layer.mlp.gate(mlp_in)  # [N, k]
-    for expert in range(config.n_routed_experts):
-        rows = (top_k == expert).any(-1)
-        assert torch.equal(captured[(expert, "gate_proj")], mlp_in[rows]), expert
-        assert experts.tokens[expert] == int(rows.sum())
-    captured.clear()
-    experts.calibrate_all = True
-    all_out = runner.run(layer, inputs_of_layer_1)
-    assert torch.equal(all_out, routed_out)  # statistics from every token, output still the routed one
-    assert all(torch.equal(captured[(e, "up_proj")], mlp_in) for e in range(config.n_routed_experts))
+        for expert in range(config.n_routed_experts):
+            experts.calibrate(expert, observe)
+            rows = (top_k == expert).any(-1)
+            assert torch.equal(captured[(expert, "gate_proj")], mlp_in[rows]), expert
+            assert experts.tokens[expert] == int(rows.sum())
+            experts.calibrate(expert, observe, calibrate_all=True)  # statistics from every token
+            assert torch.equal(captured[(expert, "up_proj")], mlp_in)
 
 
 @pytest.fixture(scope="session")
