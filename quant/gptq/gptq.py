@@ -21,6 +21,8 @@ import torch
 from compressed_tensors.quantization import QuantizationArgs, QuantizationStrategy
 from compressed_tensors.quantization.utils import calculate_range
 
+from quant.kernels import all_finite
+
 DAMP_RETRIES = 3  # after the first try, dampening x10 each retry
 
 
@@ -68,7 +70,7 @@ class GPTQ:
         actorder: bool,
     ) -> GPTQResult:
         hessian = self.hessian()
-        if not bool(torch.isfinite(hessian).all()):
+        if not all_finite(hessian):
             raise HessianFailure("non-finite Hessian")
         damp = dampening
         for _ in range(DAMP_RETRIES + 1):
@@ -83,31 +85,66 @@ class ColumnQuantizer:
     """Quantize-dequantize one column [O] with per-row scale/zero point, as compressed-tensors' int path does.
 
     x / scale (+ zero point), clamp to the type's range, round half to even, minus zero point, times
-    scale: the same operations as `fake_quantize` without its per-call overhead (tested equal).
+    scale: the same operations as `fake_quantize` without its per-call overhead (tested equal). A
+    symmetric scheme has no zero point (None): adding and subtracting 0 is skipped.
     """
 
     def __init__(self, args: QuantizationArgs) -> None:
         q_min, q_max = calculate_range(args, torch.device("cpu"))
         self.q_min, self.q_max = float(q_min), float(q_max)
 
-    def __call__(self, column: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        # column, scale, zero: [O]
-        q = torch.round(torch.clamp(column / scale + zero, self.q_min, self.q_max))
-        return (q - zero) * scale
+    def into(self, column: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, out: torch.Tensor) -> None:
+        # column, scale, zero, out: [O]; out may not be column
+        torch.div(column, scale, out=out)
+        if zero is not None:
+            out.add_(zero)
+        out.clamp_(self.q_min, self.q_max).round_()
+        if zero is not None:
+            out.sub_(zero)
+        out.mul_(scale)
+
+    def __call__(self, column: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
+        out = torch.empty_like(column)
+        self.into(column, scale, zero, out)
+        return out
 
 
 def _inverse_cholesky(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of H^-1 after adding damp * mean(diag H) to the diagonal."""
-    h = hessian.clone()  # [I, I]
-    h.diagonal().add_(damp * torch.mean(torch.diag(h)))
-    factor, info = torch.linalg.cholesky_ex(h)
+    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U) after adding damp * mean(diag H) to the diagonal.
+
+    With J the reversal of the order, J H J = L L^T gives H^-1 = (J L^-1 J)^T (J L^-1 J), and J L^-1 J
+    is upper triangular with a positive diagonal: it is the factor. One Cholesky and one triangular
+    solve, instead of a Cholesky, the inverse and a second Cholesky (the IST-DASLab / llm-compressor
+    sequence; the same factor to float32 rounding, about a quarter less time).
+    """
+    h = hessian.flip(0, 1)  # [I, I] J H J, a copy
+    h.diagonal().add_(damp * torch.mean(torch.diag(hessian)))
+    lower, info = torch.linalg.cholesky_ex(h)
     if info.item() != 0:
         raise HessianFailure("Cholesky of H failed")
-    inverse = torch.cholesky_inverse(factor)
-    upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
-    if info.item() != 0 or not bool(torch.isfinite(upper).all()):
-        raise HessianFailure("Cholesky of H^-1 failed")
+    upper = _inverse_lower(lower).flip(0, 1)  # J L^-1 J
+    if not all_finite(upper):
+        raise HessianFailure("inverse of the Cholesky factor is not finite")
     return upper  # [I, I]
+
+
+INVERSE_BASE = 128  # _inverse_lower solves against the identity from this size down
+
+
+def _inverse_lower(lower: torch.Tensor) -> torch.Tensor:
+    """L^-1 of a lower-triangular [n, n] L, by halves: [[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]],
+    the off-diagonal block by two triangular solves. About n^3/3 multiply-adds, as LAPACK's trtri
+    (which torch does not expose), against n^3 for one solve against the identity (3x faster here)."""
+    n = lower.shape[0]
+    if n <= INVERSE_BASE:
+        return torch.linalg.solve_triangular(lower, torch.eye(n, dtype=lower.dtype), upper=False)
+    k = n // 2
+    out = torch.zeros_like(lower)
+    out[:k, :k] = _inverse_lower(lower[:k, :k])
+    out[k:, k:] = _inverse_lower(lower[k:, k:])
+    c_a = torch.linalg.solve_triangular(lower[:k, :k], lower[k:, :k], upper=False, left=False)  # C A^-1
+    out[k:, :k] = torch.linalg.solve_triangular(lower[k:, k:], c_a, upper=False).neg_()  # -D^-1 C A^-1
+    return out
 
 
 def _gptq(
@@ -125,7 +162,8 @@ def _gptq(
     one by one only over the rest of its sub-block (SUB_BLOCK columns); the rest of the block
     takes a sub-block's errors in one matrix product, and the columns after the block take the
     block's, as in the paper's lazy batch updates. Rows are independent, so several weights
-    that share a Hessian are quantized as one stacked weight.
+    that share a Hessian are quantized as one stacked weight. The per-column steps write in place
+    (rank-1 `addr_`, `addmm_` with alpha -1): one dispatch each and no temporaries.
     """
     columns = weight.shape[1]
     h = hessian.clone()
@@ -136,12 +174,15 @@ def _gptq(
     wt[dead[perm]] = 0
     h = h[perm][:, perm]
     hinv = _inverse_cholesky(h, damp)  # [I, I]
+    diagonal = torch.diag(hinv).tolist()  # [I] as floats: no 0-d tensor per column
 
-    scale = qparams["weight_scale"].to(torch.float32).T  # [G, O] or [1, O]
+    scale = qparams["weight_scale"].to(torch.float32).T.contiguous()  # [G, O] or [1, O]
     zero = qparams.get("weight_zero_point")
-    zero = torch.zeros_like(scale) if zero is None else zero.to(torch.float32).T  # [G, O] or [1, O]
+    zero = None if zero is None else zero.to(torch.float32).T.contiguous()  # [G, O] or [1, O]
     group = args.group_size if args.strategy == QuantizationStrategy.GROUP else None
     groups = (perm // group).tolist() if group else [0] * columns  # each visited column's group
+    scales = list(scale.unbind(0))  # G views [O]
+    zeros = [None] * len(scales) if zero is None else list(zero.unbind(0))
     quantize_column = ColumnQuantizer(args)
     quantized = torch.empty_like(wt)  # [I, O]
     row_losses = torch.zeros(wt.shape[1])  # [O]
@@ -151,18 +192,21 @@ def _gptq(
         errors = torch.empty_like(w1)  # [B, O]
         hinv1 = hinv[start:stop, start:stop]  # [B, B]
         width = stop - start
+        rows, q_rows, error_rows = w1.unbind(0), quantized[start:stop].unbind(0), errors.unbind(0)  # [O] views
+        hinv_rows = hinv1.unbind(0)  # [B] views
         for sub in range(0, width, SUB_BLOCK):
             sub_stop = min(sub + SUB_BLOCK, width)
             for i in range(sub, sub_stop):
                 g = groups[start + i]
-                q = quantize_column(w1[i], scale[g], zero[g])  # [O]
-                quantized[start + i] = q
-                err = (w1[i] - q) / hinv1[i, i]  # [O]
-                w1[i:sub_stop] -= hinv1[i, i:sub_stop, None] * err[None, :]
-                errors[i] = err
+                column, q, err = rows[i], q_rows[i], error_rows[i]
+                quantize_column.into(column, scales[g], zeros[g], q)
+                torch.sub(column, q, out=err).div_(diagonal[start + i])
+                if i + 1 < sub_stop:
+                    w1[i + 1 : sub_stop].addr_(hinv_rows[i][i + 1 : sub_stop], err, alpha=-1)
             if sub_stop < width:
-                w1[sub_stop:] -= hinv1[sub:sub_stop, sub_stop:].T @ errors[sub:sub_stop]
+                w1[sub_stop:].addmm_(hinv1[sub:sub_stop, sub_stop:].T, errors[sub:sub_stop], alpha=-1)
         row_losses += errors.square().sum(0) / 2
-        wt[stop:] -= hinv[start:stop, stop:].T @ errors
+        if stop < columns:
+            wt[stop:].addmm_(hinv[start:stop, stop:].T, errors, alpha=-1)
     inverse_perm = torch.argsort(perm)
     return GPTQResult(weight=quantized[inverse_perm].T.contiguous(), row_losses=row_losses, dampening=damp)

@@ -31,6 +31,7 @@ from torch import nn
 from transformers import AutoConfig
 from transformers.activations import ACT2FN
 
+from quant.kernels import all_finite
 from quant.select import module_of
 from quant.source import SourceCheckpoint
 from quant.stream import Entry, read_header
@@ -197,8 +198,7 @@ class ShardReader:
         if shard not in self._entries:
             self._entries[shard] = {entry.name: entry for entry in read_header(path)[1]}
         tensor = read_tensor(path, self._entries[shard][name])
-        values = tensor.float() if tensor.element_size() == 1 else tensor  # isfinite has no float8 kernel
-        if tensor.is_floating_point() and not bool(torch.isfinite(values).all()):
+        if not all_finite(tensor):
             raise InputError(f"{path}: tensor {name} contains NaN or Inf")
         return tensor
 

@@ -34,6 +34,7 @@ from quant.gptq.layerwise import (
 )
 from quant.gptq.modules import ModuleResult, compress, quantize_group
 from quant.gptq.writer import LAYER_DIR, Target, prepare_target, write_checkpoint
+from quant.heap import reuse_freed_memory
 from quant.schemes import Scheme
 from quant.select import module_of, plan_quantization
 from quant.source import load_source, source_hashes
@@ -284,6 +285,7 @@ def quantize_gptq(request: GPTQRequest) -> Outcome | None:
     if request.options is None:
         request = replace(request, options=GPTQOptions.for_scheme(request.scheme.name))
     torch.set_num_threads(request.options.threads)
+    reuse_freed_memory()
     ranks = init_ranks()
     try:
         return _quantize(request, ranks)

@@ -24,10 +24,11 @@ from quant.build import Outcome
 from quant.gptq.arguments import add_gptq_arguments, gptq_request
 from quant.gptq.calibration import build_calibration
 from quant.gptq.distributed import Ranks
-from quant.gptq.gptq import GPTQ, ColumnQuantizer, HessianFailure
+from quant.gptq.gptq import GPTQ, ColumnQuantizer, HessianFailure, _inverse_cholesky, _inverse_lower
 from quant.gptq.layerwise import LayerRunner, ShardReader, build_layer, embed, load_config
 from quant.gptq.modules import compress, quantize_group, quantize_module
 from quant.gptq.run import GPTQRequest, input_groups, quantize_gptq
+from quant.heap import reuse_freed_memory
 from quant.rtn import compress_weight, weight_qparams
 from quant.schemes import get_scheme
 from quant.source import load_source
@@ -68,6 +69,23 @@ def test_column_quantizer_equals_compressed_tensors() -> None:
     column_args = INT4_G32.model_copy(update={"strategy": "channel", "group_size": None})
     want = fake_quantize(column[:, None], scale[:, None], zero[:, None].to(torch.int8), column_args)[:, 0]
     assert torch.equal(ColumnQuantizer(INT4_G32)(column, scale, zero), want)
+    assert torch.equal(ColumnQuantizer(INT4_G32)(column, scale, None), want)  # symmetric: no zero point
+
+
+@pytest.mark.parametrize("columns", [7, 128, 300, 1024])
+def test_inverse_cholesky_is_the_upper_factor_of_the_damped_inverse(columns: int) -> None:
+    """One Cholesky and a triangular inverse by halves give the factor of the reference sequence
+    (Cholesky, cholesky_inverse, Cholesky upper) to float32 rounding, and U^T U = (H + damp)^-1."""
+    torch.manual_seed(columns)
+    x = torch.randn(2 * columns, columns, dtype=torch.float64) * (torch.rand(columns, dtype=torch.float64) + 0.1)
+    hessian = (2 / x.shape[0] * x.T @ x).float()  # [I, I]
+    damped = hessian.double() + 0.01 * torch.diag(hessian.double()).mean() * torch.eye(columns, dtype=torch.float64)
+    reference = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
+    got = _inverse_cholesky(hessian, 0.01)
+    assert torch.equal(got, got.triu()) and bool((got.diagonal() > 0).all())
+    torch.testing.assert_close(got.double(), reference, rtol=2e-4, atol=2e-4 * float(reference.abs().max()))
+    lower = torch.linalg.cholesky(damped.flip(0, 1))
+    torch.testing.assert_close(_inverse_lower(lower), torch.linalg.inv(lower), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("actorder", ["none", "static"])
@@ -308,3 +326,8 @@ def test_cli_rejects_a_bad_calibration_source(model_copy: Path, tmp_path: Path, 
     assert main(argv) == 2
     assert "calibration source 'audio:nothing.jsonl'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_freed_memory_is_reused_under_glibc() -> None:
+    """The GPTQ path sets glibc's mmap and trim thresholds (quant/heap.py); this machine runs glibc."""
+    assert reuse_freed_memory() is True

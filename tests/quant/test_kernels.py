@@ -112,6 +112,21 @@ def test_non_finite_found_in_the_maxima_pass(bad: float, use_native: bool) -> No
     assert kernels.all_finite(torch.randn(8, 256).bfloat16(), use_native=use_native)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_by_min_and_max_in_every_dtype(dtype: torch.dtype, bad: float) -> None:
+    """The fallback (no native kernel for the dtype) reads min and max, which carry a NaN or an Inf."""
+    weight = torch.randn(8, 256)
+    assert kernels.all_finite(weight.to(dtype))
+    weight[3, 200] = bad
+    if dtype == torch.float8_e4m3fn and bad != bad:  # e4m3fn has NaN but no Inf
+        assert not kernels.all_finite(weight.to(dtype))
+    elif dtype != torch.float8_e4m3fn:
+        assert not kernels.all_finite(weight.to(dtype))
+    assert kernels.all_finite(torch.empty(0, 4, dtype=dtype))
+    assert kernels.all_finite(torch.arange(5))  # integers are finite
+
+
 def test_schemes_without_fused_path_fall_back() -> None:
     for name in ("nvfp4a16", "w3a16-g32"):
         assert fast_rtn(group_of(name), torch.bfloat16, (8, 256)) is None
