@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--note", action="append", default=[], help="a line for the record's notes (repeatable)")
     add_record_argument(parser)
+    parser.add_argument("--record-name", default="gptq_factors",
+                        help="the record's file name (a subset of --rows recorded beside the full table)")  # fmt: skip
     args = parser.parse_args(argv)
-    recording = start_recording("gptq_factors", args.record) if args.record else None
+    recording = start_recording(args.record_name, args.record) if args.record else None
 
     import torch
     from gptq_heldout import kl_mean, perplexity, score
