@@ -200,7 +200,7 @@ def render(header: dict, tables: Sequence[Table], notes: Sequence[str] = ()) -> 
     lines = [
         f"# Benchmark: {header['benchmark']}",
         "",
-        f"Written by `bench/{header['benchmark']}.py --record` through `bench/record.py`; rerun it, do not edit.",
+        "Written by the command below through `bench/record.py`; rerun it, do not edit.",
         "",
         "| | |",
         "|---|---|",

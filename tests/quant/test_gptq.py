@@ -142,6 +142,9 @@ def test_defaults_are_per_scheme_and_a_given_flag_wins(tmp_path: Path) -> None:
 
     assert options("w4a16-g128").dampening == options("kimi-k2-thinking-int4").dampening == 0.01
     assert options("w3a16-g32").dampening == 0.1
+    assert options("w3a16-g32").observer == options("w4a16-g128").observer == "mse"
+    assert options("kimi-k2-thinking-int4").observer == "minmax"
+    assert options("w4a16-g128", "--observer", "minmax").observer == "minmax"
     assert options("w3a16-g32", "--dampening", "0.02").dampening == 0.02
     assert options("w4a16-g128", "--calibrate-all-experts").calibrate_all_experts
     assert options("w4a16-g128") == GPTQOptions.for_scheme("w4a16-g128")
