@@ -210,8 +210,8 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
         reference = _measure(eval_request(request.out / "reference", default, untimed)) if untimed else []
         history = History(PreviousNightly("reference", "drill reference run", reference))
     kinds = {configs[e].name: configs[e].kind for e in chosen}
-    served = [c.name for c in everything if not c.deterministic]
-    outcome = DrillOutcome([c.name for c in everything], request.runs, served)
+    nondeterministic = [c.name for c in everything if not c.deterministic]
+    outcome = DrillOutcome([c.name for c in everything], request.runs, nondeterministic)
     for condition in everything:
         entries = [e for e in chosen if condition.applies(configs[e])]
         if not entries:
