@@ -3,7 +3,7 @@
 on every gated suite of the plan (latency: the baseline timed beside itself, with candidate speedup gates).
 
     python bench/drill_false_alarms.py [--plan plans/nightly.yaml] [--suite perplexity ...] [--runs 2]
-                                       [--dtype float32] [--threads T] [--backend vllm]
+                                       [--dtype float32] [--threads T] [--backend vllm] [--toolcall-mode chat|raw]
                                        [--name drill_false_alarms_float32]
                                        [--record [DIR]]
 """
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="the reference's CPU threads (default: torch's)")
     parser.add_argument("--backend", action="append", default=None, choices=["vllm", "none"],
                         help="also measure the copy through this engine's server (default: the plan's serve engine)")
+    parser.add_argument("--toolcall-mode", choices=["chat", "raw"], help="the backend condition's tool-call mode")
     parser.add_argument("--condition", action="append", default=[], help="this condition only (repeatable)")
     parser.add_argument("--name", help="the record's file name (default: drill_false_alarms_<dtype>)")
     add_record_argument(parser)
@@ -43,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         request = DrillRequest(
             args.plan.resolve(), Path(tmp), args.runs, args.threads, dtype=args.dtype, suites=tuple(args.suite),
-            backends=backends(args.backend), conditions=tuple(args.condition),
+            backends=backends(args.backend), conditions=tuple(args.condition), toolcall_mode=args.toolcall_mode,
         )
         outcome = run_drill(request)
     print(table(outcome), end="")
@@ -62,7 +63,7 @@ def main() -> None:
             tables,
             data={"plan": str(args.plan), "suites": args.suite, "runs": args.runs, "dtype": args.dtype,
                   "threads": args.threads, "backends": args.backend, "conditions": args.condition,
-                  "nondeterministic": outcome.nondeterministic,
+                  "toolcall_mode": args.toolcall_mode, "nondeterministic": outcome.nondeterministic,
                   "speedups": outcome.speedups},  # fmt: skip
             notes=notes,
         )

@@ -27,6 +27,11 @@ def add_drill_arguments(parser: argparse.ArgumentParser) -> None:
         "none: no server)",
     )
     parser.add_argument(
+        "--toolcall-mode", choices=["chat", "raw"], default=None,
+        help="backend condition: the engine parses tool calls (chat) or the harness does (raw; default: the plan's "
+        "serve setting, else raw)",
+    )
+    parser.add_argument(
         "--condition", action="append", default=[], metavar="NAME",
         help="drill under this condition only (repeatable; repeat, threads=T, batch=1, backend=vllm)",
     )
@@ -51,6 +56,7 @@ def run_drill_command(args: argparse.Namespace) -> int:
     request = DrillRequest(
         plan_path=args.plan.resolve(), out=args.out.resolve(), runs=args.runs, threads=args.threads,
         dtype=args.dtype, suites=tuple(args.suite), backends=backends(args.backend), conditions=tuple(args.condition),
+        toolcall_mode=args.toolcall_mode,
     )  # fmt: skip
     try:
         outcome = run_drill(request)

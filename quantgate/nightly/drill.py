@@ -94,6 +94,7 @@ class DrillRequest:
     suites: tuple[str, ...] = ()  # of the plan's suites, these only (default: every one not a latency suite)
     backends: tuple[str, ...] | None = None  # engines to serve the copy with; None: the plan's serve engine if any
     conditions: tuple[str, ...] = ()  # these conditions only (default: all)
+    toolcall_mode: str | None = None  # the backend condition's tool-call mode (default: drill_served.drill_serve's)
 
 
 @dataclass
@@ -193,7 +194,8 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
     backends = request.backends if request.backends is not None else (plan.serve.engine,) if plan.serve else ()
     served = [Condition(f"backend={b}", threads, backend=b) for b in backends]
     everything = _chosen(request, conditions(threads) + served)
-    serves = {c.backend: drill_serve(plan, c.backend, request.dtype, threads) for c in everything if c.backend}
+    serves = {c.backend: drill_serve(plan, c.backend, request.dtype, threads, request.toolcall_mode)
+              for c in everything if c.backend}  # fmt: skip
 
     def eval_request(out: Path, condition: Condition, entries: list[str], models: bool = True) -> EvalRequest:
         return EvalRequest(

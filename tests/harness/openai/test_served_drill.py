@@ -17,13 +17,14 @@ from quantgate.cli import main
 ROOT = Path(__file__).resolve().parents[3]
 HELDOUT = ROOT / "suites" / "data" / "tinyk2" / "heldout_text.jsonl"
 SUITE = f"kind: perplexity\nversion: 1\ndata: {HELDOUT}\ncontext_length: 48\nstride: 48\ntop_k: 16\nbatch_size: 4\n"
+TOOLCALL = f"kind: toolcall\nversion: 1\nscenarios_file: {ROOT / 'suites/data/tinyk2/toolcall_scenarios.jsonl'}\nlimit: 2\n"
 PLAN = """\
 version: 1
 name: drill-served
 model: {model}
 variants:
   - {{name: int4, scheme: kimi-k2-thinking-int4, method: rtn, group: int4}}
-suites: [ppl.yaml]
+suites: [ppl.yaml{more}]
 {serve}gates:
   - {{metric: ppl.perplexity, min_recovery: 99.5}}
   - {{metric: ppl.kl_mean, max_value: 0.004, history: {{}}}}
@@ -31,9 +32,12 @@ suites: [ppl.yaml]
 """
 
 
-def _plan(tmp_path: Path, model: Path, serve: str = "") -> Path:
+def _plan(tmp_path: Path, model: Path, serve: str = "", toolcall: bool = False) -> Path:
     (tmp_path / "ppl.yaml").write_text(SUITE + "max_documents: 4\n")
-    (tmp_path / "plan.yaml").write_text(PLAN.format(model=model, serve=serve))
+    (tmp_path / "calls.yaml").write_text(TOOLCALL)
+    gates = "  - {metric: calls.call_kl_mean, max_value: 0.002}\n" if toolcall else ""
+    plan = PLAN.format(model=model, serve=serve, more=", calls.yaml" if toolcall else "") + gates
+    (tmp_path / "plan.yaml").write_text(plan)
     return tmp_path / "plan.yaml"
 
 
@@ -41,10 +45,10 @@ def test_drill_measures_the_copy_through_vllm_against_the_served_baseline(
     vllm_python: Path, bundled_model: Path, tmp_path: Path, capsys
 ) -> None:
     threads = os.environ.get("QUANTGATE_VLLM_THREADS", "2")
-    serve = (f"serve: {{device: cpu, dtype: float32, python: {vllm_python}, max_logprobs: 16, concurrency: 4, "
-             f"env: {{OMP_NUM_THREADS: '{threads}'}}}}\n")  # fmt: skip
-    out = tmp_path / "drill"
-    status = main(["drill", "--plan", str(_plan(tmp_path, bundled_model, serve)), "--threads", "2", "--out", str(out)])
+    serve = (f"serve: {{device: cpu, dtype: float32, python: {vllm_python}, max_logprobs: 64, concurrency: 4, "
+             f"toolcall_mode: raw, env: {{OMP_NUM_THREADS: '{threads}'}}}}\n")  # fmt: skip
+    out, plan = tmp_path / "drill", _plan(tmp_path, bundled_model, serve, toolcall=True)
+    status = main(["drill", "--plan", str(plan), "--threads", "2", "--out", str(out)])
     printed = capsys.readouterr().out
     with capsys.disabled():
         print(printed)
@@ -54,12 +58,15 @@ def test_drill_measures_the_copy_through_vllm_against_the_served_baseline(
     assert written["nondeterministic"] == ["backend=vllm"]
     verdicts = {(g["metric"], g["gate"]): g["verdicts"] for g in written["gates"]}
     assert set(verdicts) == {("ppl.perplexity", "min_recovery 99.5"), ("ppl.kl_mean", "max_value 0.004"),
-                             ("ppl.kl_mean", "history p<0.05"), ("ppl.same_top1", "min_value 97.5")}  # fmt: skip
+                             ("ppl.kl_mean", "history p<0.05"), ("ppl.same_top1", "min_value 97.5"),
+                             ("calls.call_kl_mean", "max_value 0.002")}  # fmt: skip
+    # tool calls in raw mode (the plan's serve.toolcall_mode): the call steps are scored teacher-forced
     assert all(len(v["backend=vllm"]) == 1 for v in verdicts.values())
     # the deterministic conditions raise none; the served copy against the served baseline passes the
     # absolute gates (the same model served twice)
     assert all(verdict == ["pass"] for v in verdicts.values() for c, verdict in v.items() if c != "backend=vllm")
     assert all(verdicts[key]["backend=vllm"] == ["pass"] for key in verdicts if key[1] != "history p<0.05")
+    assert verdicts["calls.call_kl_mean", "max_value 0.002"] == {c: ["pass"] for c in written["conditions"]}
     # the history gate compares with the copy served once before, same identity: identical, or nondeterminism
     history = verdicts["ppl.kl_mean", "history p<0.05"]["backend=vllm"]
     reasons = [r for a in written["false_alarms"] for r in a["reasons"]]
