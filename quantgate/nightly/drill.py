@@ -328,10 +328,10 @@ def table(outcome: DrillOutcome) -> str:
 
 def targets(outcome: DrillOutcome) -> str:
     deterministic = [c for c in outcome.conditions if c not in outcome.nondeterministic]
-    line = f"Targets: no false alarm under {', '.join(deterministic)} (deterministic)"
+    parts = [f"no false alarm under {', '.join(deterministic)} (deterministic)"] if deterministic else []
     if outcome.nondeterministic:
-        line += f"; at most 5 % under {', '.join(outcome.nondeterministic)} (nondeterministic)"
-    return line + "."
+        parts.append(f"at most 5 % under {', '.join(outcome.nondeterministic)} (nondeterministic)")
+    return "Targets: " + "; ".join(parts) + "."
 
 
 def speedup_table(outcome: DrillOutcome) -> str:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from quantgate.cli import main
+from quantgate.core.record import read_results
+from quantgate.gates.history import fingerprint
 
 ROOT = Path(__file__).resolve().parents[3]
 HELDOUT = ROOT / "suites" / "data" / "tinyk2" / "heldout_text.jsonl"
@@ -69,7 +71,12 @@ def test_drill_measures_the_copy_through_vllm_against_the_served_baseline(
     assert all(verdicts[key]["backend=vllm"] == ["pass"] for key in verdicts if key[1] != "history p<0.05")
     # tool calls in raw mode (the plan's serve.toolcall_mode): the call steps are scored teacher-forced
     assert verdicts["calls.call_kl_mean", "max_value 0.002"] == {"repeat": ["pass"], "backend=vllm": ["pass"]}
-    # the history gate compares with the copy served once before, same identity: identical, or nondeterminism
+    # the history gate compares with the copy served once before: another server on another port, the same
+    # identity (what it serves), so identical results or nondeterminism
+    served = out / "backend=vllm"
+    [reference] = [r for r in read_results(served / "served-reference") if r.role != "baseline" and r.suite == "ppl"]
+    [copy] = [r for r in read_results(served / "0" / "drill") if r.suite == "ppl"]
+    assert copy.model.identity == reference.model.identity and fingerprint(copy) == fingerprint(reference)
     history = verdicts["ppl.kl_mean", "history p<0.05"]["backend=vllm"]
     reasons = [r for a in written["false_alarms"] for r in a["reasons"]]
     assert status == (0 if history == ["pass"] else 1)
