@@ -238,6 +238,8 @@ class Plan(StrictModel):
             del resolved["serve"]
         else:
             del resolved["serve"]["python"]  # where the engine lives, not what it runs
+            if resolved["serve"]["toolcall_mode"] == "chat":  # the default: digests from before the option
+                del resolved["serve"]["toolcall_mode"]
         if self.in_process == PlanInProcess():
             del resolved["in_process"]
         for variant in resolved["variants"]:

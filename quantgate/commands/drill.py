@@ -1,10 +1,11 @@
 """`quantgate drill`: each gate's false-alarm rate, the plan's baseline measured against itself under other
 settings that leave the model the same (quantgate/nightly/drill.py). Exit 0 when no gate raised a false
-alarm, 1 when one did, 2 on bad input."""
+alarm, 1 when one did, 2 on bad input, 3 when a server of the backend condition failed."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from quantgate.core.errors import InputError
@@ -21,12 +22,32 @@ def add_drill_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype of the whole drill"
     )
     parser.add_argument(
+        "--backend", action="append", default=None, choices=["vllm", "none"], metavar="ENGINE",
+        help="also measure the copy through this engine's server (vllm; default: the plan's serve engine, if any; "
+        "none: no server)",
+    )
+    parser.add_argument(
+        "--toolcall-mode", choices=["chat", "raw"], default=None,
+        help="backend condition: the engine parses tool calls (chat) or the harness does (raw; default: the plan's "
+        "serve setting, else raw)",
+    )
+    parser.add_argument(
+        "--condition", action="append", default=[], metavar="NAME",
+        help="drill under this condition only (repeatable; repeat, threads=T, batch=1, backend=vllm)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("state/drill"), help="results, drill.md and drill.json (default state/drill)"
     )
 
 
+def backends(chosen: list[str] | None) -> tuple[str, ...] | None:
+    """--backend: None when not given (the plan's serve engine), () for `none`."""
+    return None if chosen is None else tuple(dict.fromkeys(b for b in chosen if b != "none"))
+
+
 def run_drill_command(args: argparse.Namespace) -> int:
     from quantgate.nightly.drill import DrillRequest, run_drill, table, write_outcome
+    from quantgate.nightly.serving import ServerFailure
 
     for option in ("runs", "threads"):
         value = getattr(args, option)
@@ -34,9 +55,14 @@ def run_drill_command(args: argparse.Namespace) -> int:
             raise InputError(f"--{option} must be at least 1, got {value}")
     request = DrillRequest(
         plan_path=args.plan.resolve(), out=args.out.resolve(), runs=args.runs, threads=args.threads,
-        dtype=args.dtype, suites=tuple(args.suite),
+        dtype=args.dtype, suites=tuple(args.suite), backends=backends(args.backend), conditions=tuple(args.condition),
+        toolcall_mode=args.toolcall_mode,
     )  # fmt: skip
-    outcome = run_drill(request)
+    try:
+        outcome = run_drill(request)
+    except ServerFailure as failure:  # the backend condition's server failed to start or died
+        print(f"drill incomplete: {failure}", file=sys.stderr)
+        return 3
     print(table(outcome), end="")
     print(f"written: {write_outcome(outcome, request)}")
     alarms = sum(len(reasons) for reasons in outcome.reasons.values())

@@ -92,4 +92,4 @@ def run_sync(args: argparse.Namespace) -> int:
 
     outcome = sync(resolve_store(args.tracking_uri))
     print(outcome.message)
-    return 0 if outcome.remaining == 0 else 1
+    return 0 if outcome.remaining == 0 and outcome.acceptances_synced else 1

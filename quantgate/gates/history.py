@@ -3,7 +3,8 @@
 quantgate's pipelines are deterministic, so two cases:
 
 - **Same identity** (checkpoint, baseline, suite, backend settings, CPU, package versions incl.
-  quantgate's, and quantgate's git revision when known; `fingerprint`): the results must be identical.
+  quantgate's, and quantgate's git revision when known; `fingerprint`; not a server's URL, which a served
+  checkpoint's identity replaces by what it serves): the results must be identical.
   Any difference in the value, or in the per-item values behind it, is nondeterminism and fails the
   row, saying so.
 - **Changed identity** (a new build, another quantgate, another torch): the move to the worse side is
@@ -95,7 +96,9 @@ def fingerprint(result: ResultRecord) -> dict | None:
         "checkpoint": result.model.identity,
         "baseline": None if baseline is None else (baseline.identity, baseline.cache_key),
         "suite": _path_names(result.suite_config),
-        "backend": {k: v for k, v in environment.get("backend", {}).items() if k != "model"},
+        # not where it was reached: a served checkpoint's identity is what it serves (engine, settings), and
+        # its server gets another port every night; an endpoint's identity names its URL already
+        "backend": {k: v for k, v in environment.get("backend", {}).items() if k not in ("model", "base_url")},
         "cpu": environment.get("cpu"),
         "packages": environment.get("packages"),  # quantgate's version among them
         "quantgate revision": environment.get("git_revision"),  # code changes between versions

@@ -10,7 +10,13 @@ that suite can vary (`Condition.applies`; the table shows "-" elsewhere):
   - `threads=T`: another CPU thread count (another order of floating-point reductions); every suite but
                  latency, whose timings at other threads are another measurement, not the same one;
   - `batch=B`:   another batch size (other padding and matrix shapes); suites with a `batch_size`
-                 (perplexity, benchmark); tool-call and long-horizon suites run one conversation at a time.
+                 (perplexity, benchmark); tool-call and long-horizon suites run one conversation at a time;
+  - `backend=vllm`: the copy measured through a real vLLM server, as the nightly's serve mode measures a
+                 variant, against the baseline served the same way (quantgate/nightly/drill_served.py says
+                 why that reference, and how the history gates apply); every suite serve mode can measure
+                 (not latency). Drilled with `--backend vllm`, or by default when the plan has `serve:`.
+The first three are deterministic (target: no false alarm); `backend=vllm` is labelled nondeterministic (an
+engine batching concurrent requests; target: at most 5 %), and the table gives its rate apart.
 Latency suites are drilled under `repeat`: the copy is timed beside the baseline (ABAB pairs, as the
 nightly times every variant), so each speedup is the baseline's against itself and should be 1. Besides
 the plan's own latency gates, every speedup is judged by candidate gates of the form the plan's header
@@ -20,8 +26,8 @@ History gates on latency metrics are left out: timings are never identical, so a
 nondeterministic; they are not meaningful there.
 `--dtype bfloat16` runs the whole drill in bfloat16, baseline included. bfloat16 against float32 is not a
 condition: it is another model numerically (KL about 1e-3 on the bundled model), a real change the gates
-should see, not a false alarm. Serving-latency suites (endpoint backends) and the vLLM backend are not
-drilled here.
+should see, not a false alarm. Serving-latency suites (their numbers are the server's timings) are not
+drilled.
 
 Each condition's copy is compared with the reference baseline through the baseline cache: the drill's
 private cache holds the reference under the key of each condition's settings, so the copy under
@@ -46,7 +52,8 @@ from quantgate.core.record import ResultRecord, read_results
 from quantgate.gates.evaluate import GateRow
 from quantgate.gates.evaluate import evaluate as evaluate_gates
 from quantgate.gates.history import History, PreviousNightly
-from quantgate.nightly.run import suite_ref
+from quantgate.nightly.drill_served import ServedDrill, drill_serve
+from quantgate.nightly.run import IN_PROCESS_KINDS, suite_ref
 from quantgate.plan import Gate, Plan, PlanVariant, load_plan
 
 DRILL = "drill"  # the copy's results folder name
@@ -62,9 +69,16 @@ class Condition:
     threads: int
     batch_size: int | None = None  # None: each suite's own
     threads_changed: bool = False
+    backend: str | None = None  # measured through this engine's server (drill_served)
+
+    @property
+    def deterministic(self) -> bool:
+        return self.backend is None
 
     def applies(self, config: SuiteConfig) -> bool:
         """Whether this condition varies anything for a suite of this config (module doc)."""
+        if self.backend is not None:
+            return config.kind not in IN_PROCESS_KINDS
         if self.batch_size is not None:
             return "batch_size" in type(config).model_fields
         return not (self.threads_changed and config.kind == LATENCY)
@@ -78,12 +92,16 @@ class DrillRequest:
     threads: int | None = None  # the default settings' threads (default: torch's)
     dtype: str = "float32"
     suites: tuple[str, ...] = ()  # of the plan's suites, these only (default: every one not a latency suite)
+    backends: tuple[str, ...] | None = None  # engines to serve the copy with; None: the plan's serve engine if any
+    conditions: tuple[str, ...] = ()  # these conditions only (default: all)
+    toolcall_mode: str | None = None  # the backend condition's tool-call mode (default: drill_served.drill_serve's)
 
 
 @dataclass
 class DrillOutcome:
     conditions: list[str]
     runs: int
+    nondeterministic: list[str] = field(default_factory=list)  # of the conditions (target <= 5 %, not 0)
     # (metric, "<gate kind> <threshold>") -> condition -> [verdicts over runs]
     verdicts: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
     reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # the false alarms' reasons
@@ -173,6 +191,11 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
     drill_plan(plan, chosen, [configs[e] for e in chosen])  # the plan has gates on them, else an input error
     threads = request.threads or torch.get_num_threads()
     cache, identity = request.out / "cache", checkpoint_identity(plan.model)
+    backends = request.backends if request.backends is not None else (plan.serve.engine,) if plan.serve else ()
+    served = [Condition(f"backend={b}", threads, backend=b) for b in backends]
+    everything = _chosen(request, conditions(threads) + served)
+    serves = {c.backend: drill_serve(plan, c.backend, request.dtype, threads, request.toolcall_mode)
+              for c in everything if c.backend}  # fmt: skip
 
     def eval_request(out: Path, condition: Condition, entries: list[str], models: bool = True) -> EvalRequest:
         return EvalRequest(
@@ -181,19 +204,27 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
             threads=condition.threads, batch_size=condition.batch_size, dtype=request.dtype, write_baseline=not models,
         )  # fmt: skip
 
-    default = Condition("reference", threads)
-    evaluate(eval_request(request.out / "baseline", default, chosen, models=False))
-    baseline = read_results(request.out / "baseline")
-    untimed = [e for e in chosen if configs[e].kind != LATENCY]  # what history gates compare (module doc)
-    reference = _measure(eval_request(request.out / "reference", default, untimed)) if untimed else []
-    history = History(PreviousNightly("reference", "drill reference run", reference))
+    default, baseline, history = Condition("reference", threads), [], None
+    if any(c.deterministic for c in everything):  # the in-process reference (the backend condition has its own)
+        evaluate(eval_request(request.out / "baseline", default, chosen, models=False))
+        baseline = read_results(request.out / "baseline")
+        untimed = [e for e in chosen if configs[e].kind != LATENCY]  # what history gates compare (module doc)
+        reference = _measure(eval_request(request.out / "reference", default, untimed)) if untimed else []
+        history = History(PreviousNightly("reference", "drill reference run", reference))
     kinds = {configs[e].name: configs[e].kind for e in chosen}
-    outcome = DrillOutcome([c.name for c in conditions(threads)], request.runs)
-    for condition in conditions(threads):
+    nondeterministic = [c.name for c in everything if not c.deterministic]
+    outcome = DrillOutcome([c.name for c in everything], request.runs, nondeterministic)
+    for condition in everything:
         entries = [e for e in chosen if condition.applies(configs[e])]
         if not entries:
             continue
         drilled = drill_plan(plan, entries, [configs[e] for e in entries])
+        if condition.backend is not None:
+            _drill_served(outcome, condition, drilled, ServedDrill(
+                plan, serves[condition.backend], DRILL, [suite_ref(request.plan_path, e) for e in entries],
+                request.out / condition.name, cache,
+            ))  # fmt: skip
+            continue
         candidates = {g.metric for g in drilled.gates} - {g.metric for g in plan.gates}
         _alias_reference(cache, identity, eval_request(request.out, default, entries),
                          eval_request(request.out, condition, entries))  # fmt: skip
@@ -207,6 +238,26 @@ def run_drill(request: DrillRequest) -> DrillOutcome:
                 if kinds[result.suite] == LATENCY:
                     _note_speedups(outcome, result)
     return outcome
+
+
+def _chosen(request: DrillRequest, candidates: list[Condition]) -> list[Condition]:
+    """The conditions `--condition` names (default: all), or an input error listing the known ones."""
+    unknown = [c for c in request.conditions if c not in [e.name for e in candidates]]
+    if unknown:
+        raise InputError(f"--condition: unknown {', '.join(unknown)}; known: {', '.join(e.name for e in candidates)}")
+    return [c for c in candidates if not request.conditions or c.name in request.conditions]
+
+
+def _drill_served(outcome: DrillOutcome, condition: Condition, drilled: Plan, served: ServedDrill) -> None:
+    """The backend condition: the copy through a fresh server per run, against the served baseline; its
+    history gates against the copy served once before (drill_served's module doc)."""
+    served.measure_reference()
+    history = History(PreviousNightly("served reference", f"drill reference run through {condition.backend}",
+                                      served.reference))  # fmt: skip
+    for run in range(outcome.runs):
+        results = served.measure_copy(served.out / str(run), f"run-{run}")
+        for row in evaluate_gates(drilled, served.baseline + results, history=history).rows:
+            _count(outcome, row, condition.name)
 
 
 def _unstable(row: GateRow, results: list[ResultRecord]) -> GateRow:
@@ -244,18 +295,43 @@ def _count(outcome: DrillOutcome, row: GateRow, condition: str, candidate: bool 
         outcome.reasons.setdefault(key, []).append(f"{condition}: {row.reason}")
 
 
-def table(outcome: DrillOutcome) -> str:
-    """Markdown: false alarms / runs per gate and condition, and the rate over all."""
-    header = ["metric", "gate", *outcome.conditions, "false-alarm rate"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+NONDETERMINISTIC_RATE = "nondeterministic rate (target <= 5 %)"
+
+
+def rate_columns(outcome: DrillOutcome) -> list[str]:
+    """The rate columns: over the deterministic conditions (target 0), and over the nondeterministic ones."""
+    return ["false-alarm rate"] + ([NONDETERMINISTIC_RATE] if outcome.nondeterministic else [])
+
+
+def rows(outcome: DrillOutcome, dash: str = "-") -> list[tuple[str, ...]]:
+    """Per gate: metric, gate, "alarms/runs" per condition, then the rates of `rate_columns`."""
+    lines = []
     for key in outcome.verdicts:
-        cells, alarms, total = [], 0, 0
-        for condition in outcome.conditions:
-            failed, runs = outcome.alarms(key, condition)
-            cells.append(f"{failed}/{runs}" if runs else "-")
-            alarms, total = alarms + failed, total + runs
-        lines.append("| " + " | ".join([*key, *cells, f"{alarms / total:.0%}" if total else "-"]) + " |")
+        counts = {c: outcome.alarms(key, c) for c in outcome.conditions}
+        cells = [f"{failed}/{runs}" if runs else dash for failed, runs in counts.values()]
+        rates = []
+        for nondeterministic in [False] + ([True] if outcome.nondeterministic else []):
+            chosen = [n for c, n in counts.items() if (c in outcome.nondeterministic) == nondeterministic]
+            alarms, total = sum(a for a, _ in chosen), sum(r for _, r in chosen)
+            rates.append(f"{alarms / total:.0%}" if total else dash)
+        lines.append((*key, *cells, *rates))
+    return lines
+
+
+def table(outcome: DrillOutcome) -> str:
+    """Markdown: false alarms / runs per gate and condition, and the rates (`rate_columns`)."""
+    header = ["metric", "gate", *outcome.conditions, *rate_columns(outcome)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(outcome)]
     return "\n".join(lines) + "\n"
+
+
+def targets(outcome: DrillOutcome) -> str:
+    deterministic = [c for c in outcome.conditions if c not in outcome.nondeterministic]
+    parts = [f"no false alarm under {', '.join(deterministic)} (deterministic)"] if deterministic else []
+    if outcome.nondeterministic:
+        parts.append(f"at most 5 % under {', '.join(outcome.nondeterministic)} (nondeterministic)")
+    return "Targets: " + "; ".join(parts) + "."
 
 
 def speedup_table(outcome: DrillOutcome) -> str:
@@ -275,12 +351,14 @@ def write_outcome(outcome: DrillOutcome, request: DrillRequest) -> Path:
     text = (
         f"# quantgate drill: {request.plan_path.name}, {request.runs} run(s) per condition, {request.dtype}\n\n"
         + table(outcome)
+        + f"\n{targets(outcome)}\n"
         + ("\n## Latency side by side\n\n" + speedup_table(outcome) if outcome.speedups else "")
         + ("\n## False alarms\n\n" + "\n".join(notes) + "\n" if notes else "\nNo false alarm.\n")
     )
     (request.out / "drill.md").write_text(text)
     data = {
         "plan": str(request.plan_path), "runs": request.runs, "dtype": request.dtype, "conditions": outcome.conditions,
+        "nondeterministic": outcome.nondeterministic,
         "gates": [{"metric": m, "gate": g, "verdicts": v} for (m, g), v in outcome.verdicts.items()],
         "false_alarms": [{"metric": m, "gate": g, "reasons": r} for (m, g), r in outcome.reasons.items()],
         "speedups": outcome.speedups,

@@ -182,7 +182,8 @@ def _measure(
                     )  # fmt: skip
                     by_server = EvalRequest(
                         models=[], endpoints=[] if is_baseline else [served_endpoint], baseline_endpoint=baseline,
-                        concurrency=served.concurrency, max_top_k=served.max_logprobs, **evaluation,
+                        concurrency=served.concurrency, max_top_k=served.max_logprobs,
+                        toolcall_mode=served.toolcall_mode, **evaluation,
                     )  # fmt: skip
                     evaluate(by_server, on_written=adopt)
             else:

@@ -6,6 +6,10 @@ nightly is kept: as the tag `quantgate.accepted` (a JSON list of acceptances) on
 with `quantgate.accepted_reason` on each accepted variant's child run, and as `accepted.json` in its
 entry of the local nightly store (tracking/ledger.py). The next nightly's history gates compare each
 accepted variant with the newest nightly that passed or was accepted for it (gates/history.py).
+
+An acceptance recorded only locally (MLflow unreachable at `accept` time, or the nightly still in the
+outbox) is copied onto the nightly's runs by `quantgate sync` (ledger.upload_acceptances) once both are
+in MLflow; one already there (same nightly, variants, reason, time and author) is never added twice.
 """
 
 from __future__ import annotations
@@ -82,9 +86,16 @@ def read_run(run: Run) -> list[Acceptance]:
     return parse(text, f"MLflow run {run.info.run_id} tag {TAG_ACCEPTED}") if text else []
 
 
-def write_run(client: MlflowClient, parent: Run, children: dict[str, Run], acceptance: Acceptance) -> None:
-    """Tag the nightly's parent run with every acceptance so far, and each accepted child run with why."""
-    acceptances = [*read_run(parent), acceptance]
+def write_run(client: MlflowClient, parent: Run, children: dict[str, Run], new: list[Acceptance]) -> list[Acceptance]:
+    """Tag the nightly's parent run with every acceptance so far, oldest first, and each accepted child run
+    with why (its latest acceptance). One already on the run is not added again; returns those added."""
+    logged = read_run(parent)
+    added = [a for i, a in enumerate(new) if a not in logged and a not in new[:i]]
+    if not added:
+        return []
+    acceptances = sorted([*logged, *added], key=lambda a: a.at)  # ISO 8601 UTC: sorts as time
     client.set_tag(parent.info.run_id, TAG_ACCEPTED, json.dumps([asdict(a) for a in acceptances]))
-    for checkpoint in acceptance.checkpoints:
-        client.set_tag(children[checkpoint].info.run_id, TAG_ACCEPTED_REASON, acceptance.describe())
+    for checkpoint, why in accepted_checkpoints(acceptances).items():
+        if checkpoint in children:
+            client.set_tag(children[checkpoint].info.run_id, TAG_ACCEPTED_REASON, why)
+    return added

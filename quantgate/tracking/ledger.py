@@ -137,3 +137,23 @@ def find_previous(plan: Plan, nightly_id: str, store: TrackingStore | None, stat
 def _noted(found: History, note: str) -> History:
     """`found`, with `note` saying why variants without an accepted nightly have nothing to compare with."""
     return found if found.previous is not None else History(None, note, found.accepted)
+
+
+def upload_acceptances(store: TrackingStore, state: Path) -> list[str]:
+    """Copy the acceptances recorded only in the local nightly store (accepted while MLflow was
+    unreachable, or while the nightly waited in the outbox) onto their nightly's MLflow runs, once the
+    nightly is there; idempotent (acceptance.write_run adds none twice). One line per acceptance copied."""
+    from quantgate.tracking.compare import children
+    from quantgate.tracking.history import nightlies
+
+    root, mlflow, copied = state / LEDGER_DIR, client(store), []
+    for plan_name in sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        local = {entry_id(e): found for e in entries(state, plan_name) if (found := acceptance.read_local(e))}
+        for parent in nightlies(mlflow, plan_name) if local else []:
+            nightly = parent.data.tags.get(names.TAG_NIGHTLY, "")
+            if nightly not in local:
+                continue
+            runs = {r.data.tags.get(names.TAG_CHECKPOINT, ""): r for r in children(mlflow, parent)}
+            added = acceptance.write_run(mlflow, parent, runs, local[nightly])
+            copied += [f"plan {plan_name} nightly {nightly}: {a.describe()}" for a in added]
+    return copied

@@ -4,7 +4,8 @@ The caller is always told which happened (`Delivery.message`), and why a record 
 Every kind of tracking failure keeps the record: a server that does not answer its health check, a
 half-up one (health 200, API 5xx), a timeout, an error while the record is being logged (logging is
 idempotent, so a half-uploaded record is safe to send again). `sync` uploads the outbox oldest first;
-an entry it cannot read is skipped and named, and the others are still uploaded.
+an entry it cannot read is skipped and named, and the others are still uploaded. Then it copies the
+acceptances recorded only in the local nightly store onto their nightlies' MLflow runs (never twice).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class SyncOutcome:
     remaining: int  # entries still in the outbox (skipped ones included)
     message: str
     skipped: list[str] = field(default_factory=list)  # unreadable entries: "<record.json>: why"
+    acceptances: list[str] = field(default_factory=list)  # local-only acceptances copied to MLflow
+    acceptances_synced: bool = True  # False: the local acceptances could not be compared with MLflow's
 
 
 def sync(store: TrackingStore, state: Path | None = None) -> SyncOutcome:
@@ -84,7 +87,27 @@ def sync(store: TrackingStore, state: Path | None = None) -> SyncOutcome:
         uploaded.append(record.nightly_id)
     message = f"uploaded {len(uploaded)} outbox entry(ies) to {store.uri}"
     message += "; outbox empty" if not skipped else f"; {len(skipped)} skipped"
-    return SyncOutcome(uploaded, len(skipped), _with_skipped(message, skipped), skipped)
+    copied, why = _copy_acceptances(store, state)
+    if why:
+        return SyncOutcome(uploaded, len(skipped), _with_skipped(message + f"; {why}", skipped), skipped, copied, False)
+    message += "".join(f"\ncopied acceptance to MLflow: {line}" for line in copied)
+    return SyncOutcome(uploaded, len(skipped), _with_skipped(message, skipped), skipped, copied)
+
+
+def _copy_acceptances(store: TrackingStore, state: Path) -> tuple[list[str], str]:
+    """Acceptances recorded only locally, copied to MLflow (ledger.upload_acceptances); or why not."""
+    from mlflow.exceptions import MlflowException
+
+    from quantgate.tracking.ledger import upload_acceptances
+
+    if not reachable(store):
+        return [], f"local acceptances not copied: tracking server {store.uri} unreachable"
+    try:
+        return upload_acceptances(store, state), ""
+    except (MlflowException, OSError) as error:
+        return [], f"local acceptances not copied: tracking server {store.uri} failed ({failure_reason(error)})"
+    except InputError as error:  # an unreadable accepted.json
+        return [], f"local acceptances not copied: {error}"
 
 
 def _with_skipped(message: str, skipped: list[str]) -> str:

@@ -4,7 +4,8 @@ n1 is the plan's first nightly (nothing to compare with: passes and says so); n2
 (identical results, passes); then one routed expert of the INT4 variant is perturbed (its down_proj
 scales x 2: KL rises by 0.0011 nats, under every absolute threshold of the plan's INT4 group)
 and n3, with MLflow unreachable, finds n2 in the local nightly store and fails on the history gate; accepted
-as intended (`quantgate accept`), n3 becomes the reference of its variant for n4.
+as intended (`quantgate accept`) while it waits in the outbox, n3 becomes the reference of its variant for
+n4, and `quantgate sync` copies that local-only acceptance onto n3's MLflow runs (once, however often run).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from quantgate.gates.history import History, PreviousNightly
 from quantgate.nightly.matrix import Shard
 from quantgate.nightly.run import NightlyOutcome, NightlyRequest, run_nightly
 from quantgate.plan import load_plan
+from quantgate.tracking.acceptance import TAG_ACCEPTED_REASON
+from quantgate.tracking.compare import children
 from quantgate.tracking.history import nightlies as logged_nightlies
 from quantgate.tracking.ledger import previous_local
-from quantgate.tracking.names import TAG_NIGHTLY
+from quantgate.tracking.names import TAG_CHECKPOINT, TAG_NIGHTLY
 
 EXPERT_SCALES = "model.layers.3.mlp.experts.5.down_proj.weight_scale"
 SCALE = 2.0  # on the expert's scales
@@ -176,7 +179,22 @@ def test_an_accepted_nightly_becomes_its_variants_reference(
     printed = capsys.readouterr().out
     assert "nightly n3 is the history reference of int4 in plan history-gates, accepted as the reference " in printed
     assert "recorded in local nightly store " in printed and f"not in MLflow {mlflow_server} yet" in printed
+    client = MlflowClient(mlflow_server)
+
+    def n3_run():
+        return next(r for r in logged_nightlies(client, "history-gates") if r.data.tags[TAG_NIGHTLY] == "n3")
+
+    # sync uploads n3 and copies the local-only acceptance onto its runs; a second sync adds nothing
     assert main(["sync", "--tracking-uri", mlflow_server]) == 0
+    assert "copied acceptance to MLflow: plan history-gates nightly n3: accepted as the reference 20" in (
+        capsys.readouterr().out
+    )
+    for _ in range(2):
+        assert [a["reason"] for a in json.loads(n3_run().data.tags["quantgate.accepted"])] == ["new expert scales"]
+        assert main(["sync", "--tracking-uri", mlflow_server]) == 0
+        assert "copied acceptance" not in capsys.readouterr().out
+    reasons = {r.data.tags[TAG_CHECKPOINT]: r.data.tags.get(TAG_ACCEPTED_REASON) for r in children(client, n3_run())}
+    assert reasons["int4"].endswith(": new expert scales") and reasons["kimi-k2-tiny"] is None
 
     n4 = _nightly(folder, "n4", mlflow_server)
     assert n4.gates.passed
@@ -188,9 +206,9 @@ def test_an_accepted_nightly_becomes_its_variants_reference(
     # accepted with MLflow answering: tags on n3's parent run and on the variant's child run
     assert main([*accept, "--variant", "int4", "--tracking-uri", mlflow_server]) == 0
     assert f"recorded in MLflow {mlflow_server} (run " in capsys.readouterr().out
-    client = MlflowClient(mlflow_server)
-    parent = next(r for r in logged_nightlies(client, "history-gates") if r.data.tags[TAG_NIGHTLY] == "n3")
-    assert [a["variants"] for a in json.loads(parent.data.tags["quantgate.accepted"])] == [["int4"]]
+    assert [a["variants"] for a in json.loads(n3_run().data.tags["quantgate.accepted"])] == [["int4"], ["int4"]]
+    assert main(["sync", "--tracking-uri", mlflow_server]) == 0  # both already there: none copied twice
+    assert len(json.loads(n3_run().data.tags["quantgate.accepted"])) == 2
 
     # the local store says the same; n4 passed after the acceptance, so n5 compares with n4
     entry = next((folder / "state" / "nightlies" / "history-gates").glob("*-n3"))

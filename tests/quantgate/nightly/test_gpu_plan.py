@@ -88,3 +88,14 @@ def test_serve_settings_are_typed(tmp_path, capsys, line, replacement, named):
     assert main(["nightly", "--plan", str(plan), "--dry-run"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"quantgate: error: {plan}: ") and named in error and "\n" not in error
+
+
+def test_raw_tool_calls_change_the_served_identity_and_chat_changes_nothing():
+    from quantgate.plan import load_plan
+
+    plan = load_plan(GPU_PLAN)
+    chat = plan.model_copy(update={"serve": plan.serve.model_copy(update={"toolcall_mode": "chat"})})
+    raw = plan.model_copy(update={"serve": plan.serve.model_copy(update={"toolcall_mode": "raw"})})
+    assert plan.serve.toolcall_mode == "chat"  # the default: identities and digests as before the option
+    assert chat.serve.digest() == plan.serve.digest() and chat.digest() == plan.digest()
+    assert raw.serve.digest() != plan.serve.digest() and raw.digest() != plan.digest()
