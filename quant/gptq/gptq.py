@@ -103,11 +103,6 @@ class ColumnQuantizer:
             out.sub_(zero)
         out.mul_(scale)
 
-    def __call__(self, column: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
-        out = torch.empty_like(column)
-        self.into(column, scale, zero, out)
-        return out
-
 
 def _inverse_cholesky(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor U of H^-1 (H^-1 = U^T U) after adding damp * mean(diag H) to the diagonal.

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.serve import ENGINES
 from quantgate.core.errors import InputError
 
 
@@ -22,9 +23,9 @@ def add_drill_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype of the whole drill"
     )
     parser.add_argument(
-        "--backend", action="append", default=None, choices=["vllm", "none"], metavar="ENGINE",
-        help="also measure the copy through this engine's server (vllm; default: the plan's serve engine, if any; "
-        "none: no server)",
+        "--backend", action="append", default=None, choices=[*ENGINES, "none"], metavar="ENGINE",
+        help=f"also measure the copy through this engine's server ({', '.join(ENGINES)}; default: the plan's serve "
+        "engine, if any; none: no server)",
     )
     parser.add_argument(
         "--toolcall-mode", choices=["chat", "raw"], default=None,

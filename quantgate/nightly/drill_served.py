@@ -44,8 +44,6 @@ from quantgate.nightly.serving import ServedCheckpoint, served_identity
 from quantgate.plan import Plan
 from quantgate.plan_runtime import PlanServe
 
-BACKENDS = ("vllm",)  # engines the drill can serve the baseline with (harness.serve.ENGINES)
-
 
 def drill_serve(plan: Plan, backend: str, dtype: str, threads: int, toolcall_mode: str | None = None) -> PlanServe:
     """The plan's own `serve:` settings when it has them for this engine, else a CPU server at the drill's
